@@ -1,0 +1,255 @@
+// pybind11 module fastdllm_rt._C: conversions between numpy / buffers and
+// TensorView, and one line per exported call. The GIL is released around every
+// call that runs kernels.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+#include "core/cpu_features.h"
+#include "core/cuda_runtime.h"
+#include "fastdllm/error.h"
+#include "fastdllm/kv_cache.h"
+#include "fastdllm/model.h"
+#include "fastdllm/ops.h"
+
+namespace py = pybind11;
+using namespace fastdllm;
+
+namespace {
+
+// A C-contiguous numpy array as a CPU TensorView. dtype overrides the array's
+// own type for 16-bit floats, which numpy carries as uint16 ("bfloat16"/"float16").
+TensorView as_view(const py::array& a, const std::string& dtype = "") {
+  FDL_CHECK(a.flags() & py::array::c_style, "array must be C-contiguous");
+  DType t;
+  if (!dtype.empty()) {
+    t = dtype_from_name(dtype.c_str());
+  } else if (py::isinstance<py::array_t<float>>(a)) {
+    t = DType::F32;
+  } else if (py::isinstance<py::array_t<int32_t>>(a)) {
+    t = DType::I32;
+  } else if (py::isinstance<py::array_t<uint8_t>>(a) || py::isinstance<py::array_t<bool>>(a)) {
+    t = DType::U8;
+  } else if (a.dtype().kind() == 'f' && a.itemsize() == 2) {
+    t = DType::F16;
+  } else {
+    throw InvalidArgument("unsupported array dtype " + std::string(py::str(a.dtype())));
+  }
+  FDL_CHECK(size_t(a.itemsize()) == dtype_size(t), "array itemsize ", a.itemsize(), " does not match dtype ",
+            dtype_name(t));
+  FDL_CHECK(a.ndim() <= kMaxDims, "array rank ", a.ndim(), " is too large");
+  TensorView v;
+  v.data = const_cast<void*>(a.data());
+  v.dtype = t;
+  v.ndim = int(a.ndim());
+  for (int i = 0; i < v.ndim; ++i) v.shape[size_t(i)] = a.shape(i);
+  return v;
+}
+
+TensorView opt_view(const py::object& o, const std::string& dtype = "") {
+  return o.is_none() ? TensorView() : as_view(o.cast<py::array>(), dtype);
+}
+
+py::array_t<float> empty_f32(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
+
+py::dict cuda_status_dict() {
+  const cuda::Status s = cuda::status();
+  py::dict d;
+  d["built"] = s.built;
+  d["available"] = s.built && s.device_count > 0;
+  d["runtime_version"] = s.runtime_version;
+  d["driver_version"] = s.driver_version;
+  d["device_count"] = s.device_count;
+  d["devices"] = s.devices;
+  d["message"] = s.message;
+  return d;
+}
+
+ModelConfig config_from_dict(const py::dict& d) {
+  ModelConfig c;
+  auto get_i = [&](const char* k) {
+    FDL_CHECK(d.contains(k), "model config is missing '", k, "'");
+    return d[k].cast<int64_t>();
+  };
+  c.vocab_size = get_i("vocab_size");
+  c.hidden_size = get_i("hidden_size");
+  c.intermediate_size = get_i("intermediate_size");
+  c.num_layers = int(get_i("num_hidden_layers"));
+  c.num_heads = int(get_i("num_attention_heads"));
+  c.num_kv_heads = int(get_i("num_key_value_heads"));
+  c.head_dim = int(get_i("head_dim"));
+  c.rope_theta = d["rope_theta"].cast<float>();
+  c.rms_norm_eps = d["rms_norm_eps"].cast<float>();
+  c.tie_word_embeddings = d["tie_word_embeddings"].cast<bool>();
+  return c;
+}
+
+py::array_t<float> model_forward(Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
+                                 py::array_t<int32_t, py::array::c_style | py::array::forcecast> positions,
+                                 PageTable& cache, int64_t write_start, int64_t n_kv, const py::object& kv_limit,
+                                 const py::object& mask, const py::object& logit_rows) {
+  FDL_CHECK(tokens.ndim() == 1 && positions.ndim() == 1 && tokens.size() == positions.size(),
+            "forward: tokens and positions must be 1-d arrays of equal length");
+  ForwardArgs a;
+  a.n = tokens.size();
+  a.tokens = tokens.data();
+  a.positions = positions.data();
+  a.pool = cache.pool();
+  a.page_table = cache.pages().data();
+  a.num_pages = int(cache.pages().size());
+  a.write_start = write_start;
+  a.n_kv = n_kv;
+  py::array_t<int32_t, py::array::c_style | py::array::forcecast> lim, rows;
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> msk;
+  if (!kv_limit.is_none()) {
+    lim = kv_limit;
+    FDL_CHECK(lim.ndim() == 1 && lim.size() == a.n, "forward: kv_limit needs one entry per token");
+    a.kv_limit = lim.data();
+  }
+  if (!mask.is_none()) {
+    msk = mask;
+    FDL_CHECK(msk.ndim() == 2 && msk.shape(0) == a.n && msk.shape(1) == n_kv, "forward: mask must be [",
+              a.n, ", ", n_kv, "]");
+    a.mask = msk.data();
+  }
+  if (logit_rows.is_none()) {
+    rows = py::array_t<int32_t>(a.n);
+    for (int64_t i = 0; i < a.n; ++i) rows.mutable_data()[i] = int32_t(i);
+  } else {
+    rows = logit_rows;
+    FDL_CHECK(rows.ndim() == 1, "forward: logit_rows must be 1-d");
+  }
+  a.logit_rows = rows.data();
+  a.n_logits = rows.size();
+  auto out = empty_f32({py::ssize_t(a.n_logits), py::ssize_t(m.config().vocab_size)});
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    m.forward(a, dst);
+  }
+  return out;
+}
+
+void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, const std::string& dtype,
+                      const std::vector<int64_t>& shape) {
+  const py::buffer_info info = buf.request();
+  const DType t = dtype_from_name(dtype.c_str());
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  FDL_CHECK(size_t(info.size * info.itemsize) == size_t(n) * dtype_size(t), "tensor '", name, "': ",
+            info.size * info.itemsize, " bytes of data for ", n, " elements of ", dtype_name(t));
+  py::gil_scoped_release nogil;
+  m.set_weight(name, info.ptr, t, shape);
+}
+
+void bind_ops(py::module_& m) {
+  // Thin numpy wrappers used by the kernel tests; each allocates its output.
+  m.def("embedding", [](py::array table, py::array ids, const std::string& dt) {
+    auto out = empty_f32({ids.shape(0), table.shape(1)});
+    ops::embedding(as_view(table, dt), as_view(ids), as_view(out));
+    return out;
+  }, py::arg("table"), py::arg("ids"), py::arg("table_dtype") = "");
+  m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt) {
+    auto out = empty_f32({x.shape(0), x.shape(1)});
+    ops::rms_norm(as_view(x), as_view(w, dt), eps, as_view(out));
+    return out;
+  }, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("weight_dtype") = "");
+  m.def("rope", [](py::array x, py::array pos, py::array inv_freq) {
+    // rope works in place: run it on a copy.
+    py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+    std::memcpy(y.mutable_data(), x.data(), size_t(x.nbytes()));
+    ops::rope(as_view(y), as_view(pos), as_view(inv_freq));
+    return y;
+  });
+  m.def("linear", [](py::array x, py::array w, py::object bias, py::object residual, const std::string& dt,
+                     const std::string& bias_dt) {
+    auto out = empty_f32({x.shape(0), w.shape(0)});
+    const TensorView xv = as_view(x), wv = as_view(w, dt), bv = opt_view(bias, bias_dt),
+                     rv = opt_view(residual), ov = as_view(out);
+    py::gil_scoped_release nogil;
+    ops::linear(xv, wv, bv, rv, ov);
+    return out;
+  }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
+     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "");
+  m.def("silu_mul", [](py::array gu) {
+    auto out = empty_f32({gu.shape(0), gu.shape(1) / 2});
+    ops::silu_mul(as_view(gu), as_view(out));
+    return out;
+  });
+  m.def("add", [](py::array a, py::array b) {
+    auto out = empty_f32(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+    ops::add(as_view(a), as_view(b), as_view(out));
+    return out;
+  });
+  m.def("argmax_prob", [](py::array logits) {
+    py::array_t<int32_t> idx(logits.shape(0));
+    auto prob = empty_f32({logits.shape(0)});
+    ops::argmax_prob(as_view(logits), as_view(idx), as_view(prob));
+    return py::make_tuple(idx, prob);
+  });
+  // Attention over a paged cache built from dense k, v [n_kv, kv_heads, hd]
+  // scattered into the pool pages listed in page_table.
+  m.def("paged_attention", [](py::array q, py::array k, py::array v, PagePool& pool, std::vector<int32_t> table,
+                              float scale, py::object kv_limit, py::object mask) {
+    const PagedKV kv = pool.layer(0, table.data(), int(table.size()));
+    ops::kv_write(kv, as_view(k), as_view(v), 0);
+    auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
+    ops::attention(as_view(q), kv, k.shape(0), scale, opt_view(kv_limit), opt_view(mask, "uint8"), as_view(out));
+    return out;
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pool"), py::arg("page_table"), py::arg("scale"),
+     py::arg("kv_limit") = py::none(), py::arg("mask") = py::none());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastdllm_rt native runtime";
+  static py::exception<BudgetExceeded> budget_error(m, "MemoryBudgetError", PyExc_MemoryError);
+
+  m.def("cuda_status", &cuda_status_dict, "Whether the CUDA backend was built and which devices it sees.");
+  m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::isa())); },
+        "The CPU kernel ISA chosen at run time (honours FASTDLLM_ISA=avx2).");
+
+  py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
+  bind_ops(ops_m);
+
+  py::class_<PagePool>(m, "PagePool")
+      .def(py::init([](int num_layers, int num_kv_heads, int head_dim, int page_size, int64_t max_pages) {
+             KVGeometry g{num_layers, num_kv_heads, head_dim, page_size};
+             return new PagePool(g, max_pages);
+           }),
+           py::arg("num_layers"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("page_size"),
+           py::arg("max_pages"))
+      .def_property_readonly("capacity", &PagePool::capacity)
+      .def_property_readonly("pages_in_use", &PagePool::pages_in_use)
+      .def_property_readonly("page_bytes", [](const PagePool& p) { return p.geometry().page_bytes(); })
+      .def_property_readonly("page_size", [](const PagePool& p) { return p.geometry().page_size; })
+      .def("refcount", &PagePool::refcount);
+
+  py::class_<PageTable>(m, "PageTable")
+      .def(py::init<PagePool*>(), py::keep_alive<1, 2>(), py::arg("pool"))
+      .def("reserve_tokens", &PageTable::reserve_tokens)
+      .def("share_from", &PageTable::share_from)
+      .def("clear", &PageTable::clear)
+      .def_property_readonly("pages", &PageTable::pages)
+      .def_property_readonly("capacity_tokens", &PageTable::capacity_tokens);
+
+  py::class_<Model>(m, "Model")
+      .def(py::init([](const py::dict& cfg, const std::string& dtype) {
+             return new Model(config_from_dict(cfg), dtype_from_name(dtype.c_str()));
+           }),
+           py::arg("config"), py::arg("dtype"))
+      .def("expected_weights", &Model::expected_weights)
+      .def("set_weight", &model_set_weight)
+      .def("finalize", &Model::finalize)
+      .def_property_readonly("ready", &Model::ready)
+      .def_property_readonly("dtype", [](const Model& mdl) { return std::string(dtype_name(mdl.weight_dtype())); })
+      .def("make_pool", [](const Model& mdl, int page_size, int64_t max_pages) {
+             return new PagePool(mdl.kv_geometry(page_size), max_pages);
+           }, py::arg("page_size"), py::arg("max_pages"))
+      .def("forward", &model_forward, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
+           py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(),
+           py::arg("logit_rows") = py::none());
+}

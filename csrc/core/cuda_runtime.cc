@@ -1,0 +1,68 @@
+#include "core/cuda_runtime.h"
+
+#include "fastdllm/error.h"
+
+#ifdef FASTDLLM_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace fastdllm::cuda {
+
+#ifdef FASTDLLM_WITH_CUDA
+
+Status status() {
+  Status s;
+  s.built = true;
+  cudaRuntimeGetVersion(&s.runtime_version);
+  if (cudaDriverGetVersion(&s.driver_version) != cudaSuccess) s.driver_version = 0;
+  const cudaError_t err = cudaGetDeviceCount(&s.device_count);
+  if (err != cudaSuccess) {
+    s.device_count = 0;
+    s.message = std::string("no CUDA device: ") + cudaGetErrorString(err);
+    cudaGetLastError();  // clear the sticky error so later calls start clean
+    return s;
+  }
+  for (int i = 0; i < s.device_count; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) == cudaSuccess)
+      s.devices.push_back(detail::concat(p.name, " (sm_", p.major, p.minor, ")"));
+  }
+  if (s.device_count == 0) s.message = "no CUDA device: cudaGetDeviceCount returned 0";
+  return s;
+}
+
+void* device_malloc(size_t nbytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, nbytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw BudgetExceeded(detail::concat("cudaMalloc of ", nbytes, " bytes failed: ",
+                                        cudaGetErrorString(err)));
+  }
+  return p;
+}
+
+void device_release(void* p) { cudaFree(p); }
+
+#else
+
+Status status() {
+  Status s;
+  s.message = "fastdllm_rt was built without the CUDA backend (FASTDLLM_CUDA=OFF or no nvcc at build time)";
+  return s;
+}
+
+void* device_malloc(size_t) {
+  throw InvalidArgument("device 'cuda' requested, but fastdllm_rt was built without the CUDA backend");
+}
+
+void device_release(void*) {}
+
+#endif
+
+bool available() {
+  const Status s = status();
+  return s.built && s.device_count > 0;
+}
+
+}  // namespace fastdllm::cuda

@@ -1,0 +1,99 @@
+// Row-wise and elementwise kernels. Plain loops with `omp simd`: at fp32 and
+// these sizes the compiler's AVX2 code is as fast as intrinsics, and the
+// reductions keep fp32 statistics as the spec requires.
+#include <cmath>
+#include <cstring>
+
+#include "cpu/kernels.h"
+#include "cpu/load_row.h"
+
+namespace fastdllm::cpu {
+
+void embedding(const void* table, DType t, int64_t hidden, const int32_t* ids, int64_t n,
+               float* out) {
+#pragma omp parallel for schedule(static) if (n * hidden > 32768)
+  for (int64_t i = 0; i < n; ++i)
+    load_row_f32(table, t, int64_t(ids[i]) * hidden, hidden, out + i * hidden);
+}
+
+void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps,
+              float* out) {
+#pragma omp parallel if (rows * hidden > 32768)
+  {
+    float* wf = scratch_floats(hidden);
+    load_row_f32(w, wt, 0, hidden, wf);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * hidden;
+      float* o = out + r * hidden;
+      float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+      for (int64_t i = 0; i < hidden; ++i) ss += xr[i] * xr[i];
+      const float inv = 1.0f / std::sqrt(ss / float(hidden) + eps);
+#pragma omp simd
+      for (int64_t i = 0; i < hidden; ++i) o[i] = wf[i] * (xr[i] * inv);
+    }
+  }
+}
+
+void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions,
+          const float* inv_freq) {
+  const int64_t half = head_dim / 2;
+#pragma omp parallel if (len * heads * head_dim > 32768)
+  {
+    float* cs = scratch_floats(2 * half);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < len; ++t) {
+      // freqs = pos * inv_freq in fp32, as HF Qwen2 computes them.
+      const float pos = float(positions[t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const float f = pos * inv_freq[i];
+        cs[i] = std::cos(f);
+        cs[half + i] = std::sin(f);
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = x + (t * heads + h) * head_dim;
+#pragma omp simd
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[half + i];
+          v[i] = a * cs[i] - b * cs[half + i];
+          v[half + i] = b * cs[i] + a * cs[half + i];
+        }
+      }
+    }
+  }
+}
+
+void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
+#pragma omp parallel for schedule(static) if (rows * inter > 32768)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* g = gate_up + r * 2 * inter;
+    const float* u = g + inter;
+    float* o = out + r * inter;
+#pragma omp simd
+    for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob) {
+#pragma omp parallel for schedule(static) if (rows * vocab > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* l = logits + r * vocab;
+    int64_t best = 0;
+    float mx = l[0];
+    for (int64_t i = 1; i < vocab; ++i)
+      if (l[i] > mx) { mx = l[i]; best = i; }  // strict: the first maximum wins, as torch.argmax
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(l[i] - mx);
+    index[r] = int32_t(best);
+    prob[r] = 1.0f / sum;
+  }
+}
+
+}  // namespace fastdllm::cpu

@@ -1,0 +1,27 @@
+// CPU kernels: raw pointers and sizes, fp32 activations, no validation (the op
+// front-ends in csrc/ops validate). Threaded with OpenMP. linear() has one
+// variant per ISA (linear_isa.h), chosen at run time by cpu::isa().
+#pragma once
+#include <cstdint>
+
+#include "fastdllm/dtype.h"
+#include "fastdllm/ops.h"
+
+namespace fastdllm::cpu {
+
+void embedding(const void* table, DType table_dtype, int64_t hidden, const int32_t* ids,
+               int64_t n, float* out);
+void rms_norm(const float* x, const void* w, DType w_dtype, int64_t rows, int64_t hidden,
+              float eps, float* out);
+void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions,
+          const float* inv_freq);
+void linear(const float* x, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
+            const float* residual, float* out, int64_t m, int64_t n, int64_t k);
+void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
+void add(const float* a, const float* b, float* out, int64_t n);
+void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start);
+void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
+               float scale, const int32_t* kv_limit, const uint8_t* mask, float* out);
+void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
+
+}  // namespace fastdllm::cpu

@@ -1,0 +1,27 @@
+// Picks the linear kernel for the ISA detected at run time.
+#include "core/cpu_features.h"
+#include "cpu/kernels.h"
+#include "cpu/load_row.h"
+
+namespace fastdllm::cpu {
+
+void linear_avx2(const float*, const void*, DType, const float*, const float*, float*, int64_t,
+                 int64_t, int64_t);
+void linear_avx512(const float*, const void*, DType, const float*, const float*, float*, int64_t,
+                   int64_t, int64_t);
+
+void linear(const float* x, const void* w, DType wt, const void* bias, DType bias_dtype,
+            const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
+  const float* b = static_cast<const float*>(bias);
+  if (bias && bias_dtype != DType::F32) {  // small and off the hot path: models keep fp32 biases
+    float* tmp = scratch_floats(n, 1);
+    load_row_f32(bias, bias_dtype, 0, n, tmp);
+    b = tmp;
+  }
+  if (isa() == Isa::AVX512_BF16)
+    linear_avx512(x, w, wt, b, residual, out, m, n, k);
+  else
+    linear_avx2(x, w, wt, b, residual, out, m, n, k);
+}
+
+}  // namespace fastdllm::cpu

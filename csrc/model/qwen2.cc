@@ -1,0 +1,247 @@
+// The Qwen2 decoder forward (fast_dllm_v2.md section 1) over the paged cache.
+// Per layer: RMSNorm -> fused QKV (+bias) -> RoPE -> K/V into the cache ->
+// attention -> o_proj (+residual) -> RMSNorm -> fused gate/up -> SiLU*mul ->
+// down (+residual). The final norm and lm_head run only on the requested rows.
+#include <cmath>
+#include <cstring>
+
+#include "fastdllm/error.h"
+#include "fastdllm/model.h"
+#include "fastdllm/ops.h"
+#include "model/weight_convert.h"
+
+namespace fastdllm {
+
+namespace {
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// Parses "model.layers.{i}.{rest}" into (i, rest); false for other names.
+bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
+  static const std::string prefix = "model.layers.";
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  const size_t dot = name.find('.', prefix.size());
+  if (dot == std::string::npos) return false;
+  const std::string idx = name.substr(prefix.size(), dot - prefix.size());
+  if (idx.empty() || idx.find_first_not_of("0123456789") != std::string::npos) return false;
+  *layer = std::stoi(idx);
+  *rest = name.substr(dot + 1);
+  return true;
+}
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+}  // namespace
+
+Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
+    : config_(config), weight_dtype_(weight_dtype), device_(device) {
+  config_.validate();
+  FDL_CHECK(is_float(weight_dtype), "model dtype must be float32, float16 or bfloat16, got ",
+            dtype_name(weight_dtype));
+  FDL_CHECK(device == Device::CPU, "the model forward runs on the CPU backend only in this build; "
+            "device '", device_name(device), "' is not supported yet");
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
+  const size_t ws = dtype_size(weight_dtype);
+  embed_ = Buffer(size_t(c.vocab_size * H) * ws, device);
+  if (!c.tie_word_embeddings) lm_head_ = Buffer(size_t(c.vocab_size * H) * ws, device);
+  final_norm_ = Buffer(size_t(H) * 4, device);
+  layers_.resize(size_t(c.num_layers));
+  for (auto& L : layers_) {
+    L.qkv_w = Buffer(size_t(qkv * H) * ws, device);
+    L.qkv_b = Buffer(size_t(qkv) * 4, device);
+    L.o_w = Buffer(size_t(H * c.num_heads * hd) * ws, device);
+    L.gate_up_w = Buffer(size_t(2 * I * H) * ws, device);
+    L.down_w = Buffer(size_t(H * I) * ws, device);
+    L.in_norm = Buffer(size_t(H) * 4, device);
+    L.post_norm = Buffer(size_t(H) * 4, device);
+  }
+  // inv_freq = 1 / theta^(2i/hd) in fp32, as HF computes it.
+  inv_freq_ = Buffer(size_t(hd / 2) * 4, device);
+  float* f = static_cast<float*>(inv_freq_.data());
+  for (int64_t i = 0; i < hd / 2; ++i)
+    f[i] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
+  for (const auto& kv : expected_weights()) loaded_[kv.first] = false;
+}
+
+KVGeometry Model::kv_geometry(int page_size) const {
+  KVGeometry g;
+  g.num_layers = config_.num_layers;
+  g.num_kv_heads = config_.num_kv_heads;
+  g.head_dim = config_.head_dim;
+  g.page_size = page_size;
+  return g;
+}
+
+std::map<std::string, std::vector<int64_t>> Model::expected_weights() const {
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q = int64_t(c.num_heads) * hd, kv = int64_t(c.num_kv_heads) * hd;
+  std::map<std::string, std::vector<int64_t>> w;
+  w["model.embed_tokens.weight"] = {c.vocab_size, H};
+  w["model.norm.weight"] = {H};
+  if (!c.tie_word_embeddings) w["lm_head.weight"] = {c.vocab_size, H};
+  for (int i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    w[p + "input_layernorm.weight"] = {H};
+    w[p + "post_attention_layernorm.weight"] = {H};
+    w[p + "self_attn.q_proj.weight"] = {q, H};
+    w[p + "self_attn.q_proj.bias"] = {q};
+    w[p + "self_attn.k_proj.weight"] = {kv, H};
+    w[p + "self_attn.k_proj.bias"] = {kv};
+    w[p + "self_attn.v_proj.weight"] = {kv, H};
+    w[p + "self_attn.v_proj.bias"] = {kv};
+    w[p + "self_attn.o_proj.weight"] = {H, q};
+    w[p + "mlp.gate_proj.weight"] = {I, H};
+    w[p + "mlp.up_proj.weight"] = {I, H};
+    w[p + "mlp.down_proj.weight"] = {H, I};
+  }
+  return w;
+}
+
+void Model::set_weight(const std::string& name, const void* data, DType src, const std::vector<int64_t>& shape) {
+  const auto expected = expected_weights();
+  const auto it = expected.find(name);
+  FDL_CHECK(it != expected.end(), "unexpected tensor '", name, "' for this model config");
+  FDL_CHECK(is_float(src), "tensor '", name, "': dtype ", dtype_name(src), " is not a float type");
+  FDL_CHECK(shape == it->second, "tensor '", name, "' has shape ", shape_str(shape), ", expected ",
+            shape_str(it->second));
+  FDL_CHECK(!ready_, "tensor '", name, "': the model is already finalized");
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q = int64_t(c.num_heads) * hd, kv = int64_t(c.num_kv_heads) * hd;
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  auto put = [&](const Buffer& dst, int64_t elem_offset, DType dt) {
+    convert_elements(data, src, static_cast<char*>(dst.data()) + size_t(elem_offset) * dtype_size(dt), dt, n);
+  };
+  int li;
+  std::string rest;
+  if (name == "model.embed_tokens.weight") {
+    put(embed_, 0, weight_dtype_);
+  } else if (name == "lm_head.weight") {
+    put(lm_head_, 0, weight_dtype_);
+  } else if (name == "model.norm.weight") {
+    put(final_norm_, 0, DType::F32);
+  } else if (split_layer_name(name, &li, &rest)) {
+    Layer& L = layers_[size_t(li)];
+    if (rest == "input_layernorm.weight") put(L.in_norm, 0, DType::F32);
+    else if (rest == "post_attention_layernorm.weight") put(L.post_norm, 0, DType::F32);
+    else if (rest == "self_attn.q_proj.weight") put(L.qkv_w, 0, weight_dtype_);
+    else if (rest == "self_attn.k_proj.weight") put(L.qkv_w, q * H, weight_dtype_);
+    else if (rest == "self_attn.v_proj.weight") put(L.qkv_w, (q + kv) * H, weight_dtype_);
+    else if (rest == "self_attn.q_proj.bias") put(L.qkv_b, 0, DType::F32);
+    else if (rest == "self_attn.k_proj.bias") put(L.qkv_b, q, DType::F32);
+    else if (rest == "self_attn.v_proj.bias") put(L.qkv_b, q + kv, DType::F32);
+    else if (rest == "self_attn.o_proj.weight") put(L.o_w, 0, weight_dtype_);
+    else if (rest == "mlp.gate_proj.weight") put(L.gate_up_w, 0, weight_dtype_);
+    else if (rest == "mlp.up_proj.weight") put(L.gate_up_w, I * H, weight_dtype_);
+    else if (rest == "mlp.down_proj.weight") put(L.down_w, 0, weight_dtype_);
+  }
+  loaded_[name] = true;
+}
+
+void Model::finalize() {
+  for (const auto& kv : loaded_)
+    FDL_CHECK(kv.second, "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
+  ready_ = true;
+}
+
+TensorView Model::weight_view(const Buffer& b, std::initializer_list<int64_t> dims) const {
+  return b.view(weight_dtype_, dims);
+}
+
+void Model::check_forward(const ForwardArgs& a) const {
+  FDL_CHECK(ready_, "forward: the model has no weights yet (finalize() was not called)");
+  FDL_CHECK(a.n > 0, "forward: no tokens");
+  FDL_CHECK(a.tokens && a.positions, "forward: tokens and positions are required");
+  FDL_CHECK(a.pool != nullptr, "forward: no KV cache");
+  const KVGeometry& g = a.pool->geometry();
+  FDL_CHECK(g.num_layers == config_.num_layers && g.num_kv_heads == config_.num_kv_heads &&
+                g.head_dim == config_.head_dim,
+            "forward: the KV cache was made for another model geometry");
+  const int64_t cap = int64_t(a.num_pages) * g.page_size;
+  FDL_CHECK(a.write_start >= 0 && a.write_start + a.n <= cap, "forward: writing tokens [", a.write_start,
+            ", ", a.write_start + a.n, ") needs more than the ", cap, " tokens the page table holds");
+  FDL_CHECK(a.n_kv > 0 && a.n_kv <= cap, "forward: n_kv=", a.n_kv, " is outside (0, ", cap, "]");
+  for (int i = 0; i < a.num_pages; ++i)
+    FDL_CHECK(a.page_table[i] >= 0 && a.page_table[i] < a.pool->capacity() &&
+                  a.pool->refcount(a.page_table[i]) > 0,
+              "forward: page table entry ", i, " (page ", a.page_table[i], ") is not an allocated page");
+  for (int64_t i = 0; i < a.n; ++i)
+    FDL_CHECK(a.positions[i] >= 0, "forward: negative position ", a.positions[i], " at index ", i);
+  for (int64_t i = 0; i < a.n_logits; ++i)
+    FDL_CHECK(a.logit_rows[i] >= 0 && a.logit_rows[i] < a.n, "forward: logit row ", a.logit_rows[i],
+              " is outside [0, ", a.n, ")");
+}
+
+void Model::forward(const ForwardArgs& a, float* logits_out) {
+  check_forward(a);
+  const auto& c = config_;
+  const int64_t n = a.n, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
+  const int64_t nl = a.n_logits;
+
+  // Arena layout (fp32): x | h | qkv | q | k | v | attn | gate_up | act | last
+  const int64_t sizes[] = {n * H, n * H, n * qkv, n * nq, n * nkv, n * nkv, n * nq, n * 2 * I, n * I, nl * H};
+  int64_t total = 0;
+  for (int64_t s : sizes) total += (s + 15) / 16 * 16;
+  act_.reserve(size_t(total) * 4);
+  float* base = static_cast<float*>(act_.data());
+  float* slot[10];
+  for (int i = 0; i < 10; ++i) {
+    slot[i] = base;
+    base += (sizes[i] + 15) / 16 * 16;
+  }
+  auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
+  const TensorView x = view(slot[0], {n, H}), h = view(slot[1], {n, H}), qkv_out = view(slot[2], {n, qkv});
+  const TensorView q = view(slot[3], {n, c.num_heads, hd}), k = view(slot[4], {n, c.num_kv_heads, hd}),
+                   v = view(slot[5], {n, c.num_kv_heads, hd});
+  const TensorView attn = view(slot[6], {n, nq}), gate_up = view(slot[7], {n, 2 * I}), act = view(slot[8], {n, I});
+  const TensorView none;
+  const TensorView positions(const_cast<int32_t*>(a.positions), DType::I32, {n}, device_);
+  const TensorView inv_freq = inv_freq_.view(DType::F32, {hd / 2});
+  const TensorView kv_limit = a.kv_limit ? TensorView(const_cast<int32_t*>(a.kv_limit), DType::I32, {n}, device_) : none;
+  const TensorView mask = a.mask ? TensorView(const_cast<uint8_t*>(a.mask), DType::U8, {n, a.n_kv}, device_) : none;
+  const float scale = 1.0f / std::sqrt(float(hd));
+
+  ops::embedding(weight_view(embed_, {c.vocab_size, H}),
+                 TensorView(const_cast<int32_t*>(a.tokens), DType::I32, {n}, device_), x);
+  for (int li = 0; li < c.num_layers; ++li) {
+    const Layer& L = layers_[size_t(li)];
+    ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
+    ops::linear(h, weight_view(L.qkv_w, {qkv, H}), L.qkv_b.view(DType::F32, {qkv}), none, qkv_out);
+    // Split the fused projection into contiguous q, k, v for RoPE and the cache.
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = qkv_out.ptr<float>() + t * qkv;
+      std::memcpy(q.ptr<float>() + t * nq, row, size_t(nq) * 4);
+      std::memcpy(k.ptr<float>() + t * nkv, row + nq, size_t(nkv) * 4);
+      std::memcpy(v.ptr<float>() + t * nkv, row + nq + nkv, size_t(nkv) * 4);
+    }
+    ops::rope(q, positions, inv_freq);
+    ops::rope(k, positions, inv_freq);
+    const PagedKV kv = a.pool->layer(li, a.page_table, a.num_pages);
+    ops::kv_write(kv, k, v, a.write_start);
+    ops::attention(q, kv, a.n_kv, scale, kv_limit, mask, attn);
+    ops::linear(attn, weight_view(L.o_w, {H, nq}), none, x, x);
+    ops::rms_norm(x, L.post_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
+    ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}), none, none, gate_up);
+    ops::silu_mul(gate_up, act);
+    ops::linear(act, weight_view(L.down_w, {H, I}), none, x, x);
+  }
+  if (nl == 0) return;
+  const TensorView last = view(slot[9], {nl, H});
+  for (int64_t r = 0; r < nl; ++r)
+    std::memcpy(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4);
+  ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
+  const Buffer& head = c.tie_word_embeddings ? embed_ : lm_head_;
+  ops::linear(last, weight_view(head, {c.vocab_size, H}), none, none,
+              TensorView(logits_out, DType::F32, {nl, c.vocab_size}, device_));
+}
+
+}  // namespace fastdllm

@@ -1,0 +1,13 @@
+// Copying a checkpoint tensor into model storage, converting between float
+// dtypes through fp32 (round to nearest even).
+#pragma once
+#include <cstdint>
+
+#include "fastdllm/dtype.h"
+
+namespace fastdllm {
+
+// Copies n elements from src (src_dtype) to dst (dst_dtype).
+void convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
+
+}  // namespace fastdllm

@@ -1,0 +1,25 @@
+// The one place where ops are dispatched by device: a table of kernel entry
+// points per backend. A backend that lacks a kernel leaves its entry null and
+// the front-end raises an error naming the op and the device.
+#pragma once
+#include "fastdllm/ops.h"
+
+namespace fastdllm::ops {
+
+struct KernelTable {
+  void (*embedding)(const void*, DType, int64_t, const int32_t*, int64_t, float*) = nullptr;
+  void (*rms_norm)(const float*, const void*, DType, int64_t, int64_t, float, float*) = nullptr;
+  void (*rope)(float*, int64_t, int64_t, int64_t, const int32_t*, const float*) = nullptr;
+  void (*linear)(const float*, const void*, DType, const void*, DType, const float*, float*,
+                 int64_t, int64_t, int64_t) = nullptr;
+  void (*silu_mul)(const float*, float*, int64_t, int64_t) = nullptr;
+  void (*add)(const float*, const float*, float*, int64_t) = nullptr;
+  void (*kv_write)(const PagedKV&, const float*, const float*, int64_t, int64_t) = nullptr;
+  void (*attention)(const float*, int64_t, int64_t, const PagedKV&, int64_t, float,
+                    const int32_t*, const uint8_t*, float*) = nullptr;
+  void (*argmax_prob)(const float*, int64_t, int64_t, int32_t*, float*) = nullptr;
+};
+
+const KernelTable& kernels(Device device);
+
+}  // namespace fastdllm::ops

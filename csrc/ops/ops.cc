@@ -1,0 +1,215 @@
+// Op front-ends: check every argument, then call the kernel for the device.
+// Messages name the op, the argument and what was expected, since they reach
+// Python users verbatim.
+#include "fastdllm/ops.h"
+
+#include "fastdllm/error.h"
+#include "ops/kernel_table.h"
+
+namespace fastdllm::ops {
+
+namespace {
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+void expect(const TensorView& t, const char* op, const char* name, int ndim) {
+  FDL_CHECK(t.defined(), op, ": '", name, "' is missing");
+  FDL_CHECK(t.ndim == ndim, op, ": '", name, "' must have ", ndim, " dimensions, got ", t.describe());
+  for (int i = 0; i < ndim; ++i) FDL_CHECK(t.shape[i] >= 0, op, ": '", name, "' has a negative size");
+}
+
+void expect_dtype(const TensorView& t, const char* op, const char* name, DType d) {
+  FDL_CHECK(t.dtype == d, op, ": '", name, "' must be ", dtype_name(d), ", got ", t.describe());
+}
+
+void same_device(const TensorView& a, const TensorView& b, const char* op) {
+  FDL_CHECK(a.device == b.device, op, ": tensors on different devices (", a.describe(), " vs ",
+            b.describe(), ")");
+}
+
+template <class F>
+F need(F fn, const char* op, Device d) {
+  FDL_CHECK(fn != nullptr, op, " is not implemented for device ", device_name(d));
+  return fn;
+}
+
+}  // namespace
+
+void embedding(const TensorView& table, const TensorView& ids, const TensorView& out) {
+  const char* op = "embedding";
+  expect(table, op, "table", 2);
+  expect(ids, op, "ids", 1);
+  expect(out, op, "out", 2);
+  FDL_CHECK(is_float(table.dtype), op, ": table must be a float type, got ", table.describe());
+  expect_dtype(ids, op, "ids", DType::I32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(out.shape[0] == ids.shape[0] && out.shape[1] == table.shape[1], op, ": out ",
+            out.describe(), " does not match ids ", ids.describe(), " and table ", table.describe());
+  same_device(table, out, op);
+  if (ids.device == Device::CPU) {
+    const int32_t* p = ids.ptr<int32_t>();
+    for (int64_t i = 0; i < ids.shape[0]; ++i)
+      FDL_CHECK(p[i] >= 0 && p[i] < table.shape[0], op, ": token id ", p[i], " at index ", i,
+                " is outside the vocabulary [0, ", table.shape[0], ")");
+  }
+  need(kernels(out.device).embedding, op, out.device)(table.data, table.dtype, table.shape[1],
+                                                       ids.ptr<int32_t>(), ids.shape[0], out.ptr<float>());
+}
+
+void rms_norm(const TensorView& x, const TensorView& weight, float eps, const TensorView& out) {
+  const char* op = "rms_norm";
+  expect(x, op, "x", 2);
+  expect(weight, op, "weight", 1);
+  expect(out, op, "out", 2);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(is_float(weight.dtype), op, ": weight must be a float type, got ", weight.describe());
+  FDL_CHECK(weight.shape[0] == x.shape[1], op, ": weight ", weight.describe(), " does not match x ", x.describe());
+  FDL_CHECK(out.shape == x.shape, op, ": out ", out.describe(), " does not match x ", x.describe());
+  FDL_CHECK(eps >= 0.f, op, ": eps must be >= 0, got ", eps);
+  same_device(x, weight, op);
+  need(kernels(x.device).rms_norm, op, x.device)(x.ptr<float>(), weight.data, weight.dtype, x.shape[0],
+                                                 x.shape[1], eps, out.ptr<float>());
+}
+
+void rope(const TensorView& x, const TensorView& positions, const TensorView& inv_freq) {
+  const char* op = "rope";
+  expect(x, op, "x", 3);
+  expect(positions, op, "positions", 1);
+  expect(inv_freq, op, "inv_freq", 1);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(positions, op, "positions", DType::I32);
+  expect_dtype(inv_freq, op, "inv_freq", DType::F32);
+  FDL_CHECK(x.shape[2] % 2 == 0, op, ": head_dim must be even, got ", x.describe());
+  FDL_CHECK(positions.shape[0] == x.shape[0], op, ": positions ", positions.describe(),
+            " does not match x ", x.describe());
+  FDL_CHECK(inv_freq.shape[0] == x.shape[2] / 2, op, ": inv_freq ", inv_freq.describe(),
+            " must have head_dim/2 entries for x ", x.describe());
+  need(kernels(x.device).rope, op, x.device)(x.ptr<float>(), x.shape[0], x.shape[1], x.shape[2],
+                                             positions.ptr<int32_t>(), inv_freq.ptr<float>());
+}
+
+void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
+            const TensorView& residual, const TensorView& out) {
+  const char* op = "linear";
+  expect(x, op, "x", 2);
+  expect(w, op, "weight", 2);
+  expect(out, op, "out", 2);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
+  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
+            " (in_features)");
+  FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0], op, ": out ", out.describe(),
+            " must be [", x.shape[0], ", ", w.shape[0], "]");
+  same_device(x, w, op);
+  same_device(x, out, op);
+  if (bias.defined()) {
+    expect(bias, op, "bias", 1);
+    FDL_CHECK(is_float(bias.dtype), op, ": bias must be a float type, got ", bias.describe());
+    FDL_CHECK(bias.shape[0] == w.shape[0], op, ": bias ", bias.describe(), " does not match weight ", w.describe());
+  }
+  if (residual.defined()) {
+    expect_dtype(residual, op, "residual", DType::F32);
+    FDL_CHECK(residual.shape == out.shape, op, ": residual ", residual.describe(), " does not match out ",
+              out.describe());
+  }
+  need(kernels(x.device).linear, op, x.device)(
+      x.ptr<float>(), w.data, w.dtype, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
+      x.shape[0], w.shape[0], x.shape[1]);
+}
+
+void silu_mul(const TensorView& gate_up, const TensorView& out) {
+  const char* op = "silu_mul";
+  expect(gate_up, op, "gate_up", 2);
+  expect(out, op, "out", 2);
+  expect_dtype(gate_up, op, "gate_up", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(gate_up.shape[1] == 2 * out.shape[1] && gate_up.shape[0] == out.shape[0], op, ": gate_up ",
+            gate_up.describe(), " must be [M, 2*I] for out ", out.describe());
+  need(kernels(out.device).silu_mul, op, out.device)(gate_up.ptr<float>(), out.ptr<float>(), out.shape[0],
+                                                      out.shape[1]);
+}
+
+void add(const TensorView& a, const TensorView& b, const TensorView& out) {
+  const char* op = "add";
+  FDL_CHECK(a.defined() && b.defined() && out.defined(), op, ": missing tensor");
+  expect_dtype(a, op, "a", DType::F32);
+  expect_dtype(b, op, "b", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(a.numel() == b.numel() && a.numel() == out.numel(), op, ": sizes differ: ", a.describe(), ", ",
+            b.describe(), ", ", out.describe());
+  need(kernels(out.device).add, op, out.device)(a.ptr<float>(), b.ptr<float>(), out.ptr<float>(), out.numel());
+}
+
+static void check_kv(const PagedKV& kv, const char* op) {
+  FDL_CHECK(kv.base != nullptr && kv.page_table != nullptr, op, ": the KV cache is not set up");
+  FDL_CHECK(kv.dtype == DType::F32, op, ": KV cache pages must be float32, got ", dtype_name(kv.dtype));
+  FDL_CHECK(kv.page_size > 0 && kv.head_dim > 0 && kv.num_kv_heads > 0, op, ": bad KV cache geometry");
+}
+
+void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64_t start) {
+  const char* op = "kv_write";
+  check_kv(kv, op);
+  expect(k, op, "k", 3);
+  expect(v, op, "v", 3);
+  expect_dtype(k, op, "k", DType::F32);
+  expect_dtype(v, op, "v", DType::F32);
+  FDL_CHECK(k.shape == v.shape, op, ": k ", k.describe(), " and v ", v.describe(), " differ");
+  FDL_CHECK(k.shape[1] == kv.num_kv_heads && k.shape[2] == kv.head_dim, op, ": k ", k.describe(),
+            " must be [L, ", kv.num_kv_heads, ", ", kv.head_dim, "]");
+  FDL_CHECK(start >= 0 && start + k.shape[0] <= kv.capacity(), op, ": tokens [", start, ", ",
+            start + k.shape[0], ") exceed the ", kv.capacity(), " tokens of the page table");
+  need(kernels(kv.device).kv_write, op, kv.device)(kv, k.ptr<float>(), v.ptr<float>(), k.shape[0], start);
+}
+
+void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
+               const TensorView& kv_limit, const TensorView& mask, const TensorView& out) {
+  const char* op = "attention";
+  check_kv(kv, op);
+  expect(q, op, "q", 3);
+  expect(out, op, "out", 2);
+  expect_dtype(q, op, "q", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  const int64_t lq = q.shape[0], heads = q.shape[1];
+  FDL_CHECK(q.shape[2] == kv.head_dim, op, ": q ", q.describe(), " head_dim differs from the cache's ",
+            kv.head_dim);
+  FDL_CHECK(heads % kv.num_kv_heads == 0, op, ": ", heads, " query heads are not a multiple of ",
+            kv.num_kv_heads, " kv heads");
+  FDL_CHECK(out.shape[0] == lq && out.shape[1] == heads * kv.head_dim, op, ": out ", out.describe(),
+            " must be [", lq, ", ", heads * kv.head_dim, "]");
+  FDL_CHECK(n_kv >= 0 && n_kv <= kv.capacity(), op, ": n_kv=", n_kv, " exceeds the ", kv.capacity(),
+            " tokens of the page table");
+  if (kv_limit.defined()) {
+    expect(kv_limit, op, "kv_limit", 1);
+    expect_dtype(kv_limit, op, "kv_limit", DType::I32);
+    FDL_CHECK(kv_limit.shape[0] == lq, op, ": kv_limit ", kv_limit.describe(), " needs one entry per query");
+  }
+  if (mask.defined()) {
+    expect(mask, op, "mask", 2);
+    expect_dtype(mask, op, "mask", DType::U8);
+    FDL_CHECK(mask.shape[0] == lq && mask.shape[1] == n_kv, op, ": mask ", mask.describe(), " must be [",
+              lq, ", ", n_kv, "]");
+  }
+  need(kernels(q.device).attention, op, q.device)(q.ptr<float>(), lq, heads, kv, n_kv, scale,
+                                                  kv_limit.ptr<int32_t>(), mask.ptr<uint8_t>(),
+                                                  out.ptr<float>());
+}
+
+void argmax_prob(const TensorView& logits, const TensorView& index, const TensorView& prob) {
+  const char* op = "argmax_prob";
+  expect(logits, op, "logits", 2);
+  expect(index, op, "index", 1);
+  expect(prob, op, "prob", 1);
+  expect_dtype(logits, op, "logits", DType::F32);
+  expect_dtype(index, op, "index", DType::I32);
+  expect_dtype(prob, op, "prob", DType::F32);
+  FDL_CHECK(logits.shape[1] > 0, op, ": empty vocabulary");
+  FDL_CHECK(index.shape[0] == logits.shape[0] && prob.shape[0] == logits.shape[0], op,
+            ": index/prob need one entry per row of ", logits.describe());
+  need(kernels(logits.device).argmax_prob, op, logits.device)(logits.ptr<float>(), logits.shape[0],
+                                                              logits.shape[1], index.ptr<int32_t>(),
+                                                              prob.ptr<float>());
+}
+
+}  // namespace fastdllm::ops

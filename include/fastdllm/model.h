@@ -1,0 +1,82 @@
+// The Qwen2 / Fast-dLLM v2 decoder on one device. Weights are handed over one
+// tensor at a time (from the Python loader's memory maps) and copied once into
+// the model's own storage in the compute dtype; q/k/v and gate/up are fused into
+// one matrix each so that a forward reads every weight once.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fastdllm/kv_cache.h"
+#include "fastdllm/tensor.h"
+
+namespace fastdllm {
+
+struct ModelConfig {
+  int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0;
+  int num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
+  float rope_theta = 10000.f, rms_norm_eps = 1e-6f;
+  bool tie_word_embeddings = false;
+  void validate() const;  // throws InvalidArgument naming the config key
+};
+
+// One forward: n new tokens at absolute positions, their K/V written to tokens
+// [write_start, write_start + n) of the page table, attention over the first
+// n_kv tokens with an optional per-query key limit and/or boolean mask, logits
+// for the requested rows only.
+struct ForwardArgs {
+  const int32_t* tokens = nullptr;
+  const int32_t* positions = nullptr;
+  int64_t n = 0;
+  const PagePool* pool = nullptr;
+  const int32_t* page_table = nullptr;
+  int num_pages = 0;
+  int64_t write_start = 0;
+  int64_t n_kv = 0;
+  const int32_t* kv_limit = nullptr;  // [n] or null
+  const uint8_t* mask = nullptr;      // [n, n_kv] or null
+  const int32_t* logit_rows = nullptr;
+  int64_t n_logits = 0;
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU);
+
+  const ModelConfig& config() const { return config_; }
+  DType weight_dtype() const { return weight_dtype_; }
+  Device device() const { return device_; }
+  KVGeometry kv_geometry(int page_size) const;
+
+  // Names and shapes the checkpoint must provide (lm_head.weight only when untied).
+  std::map<std::string, std::vector<int64_t>> expected_weights() const;
+  // Copies (and converts) one checkpoint tensor; data is row-major in src_dtype.
+  void set_weight(const std::string& name, const void* data, DType src_dtype,
+                  const std::vector<int64_t>& shape);
+  // Checks that every expected weight was set; throws naming the first missing one.
+  void finalize();
+  bool ready() const { return ready_; }
+
+  // Writes n_logits x vocab_size fp32 logits to out.
+  void forward(const ForwardArgs& args, float* logits_out);
+
+ private:
+  struct Layer {
+    Buffer qkv_w, qkv_b, o_w, gate_up_w, down_w, in_norm, post_norm;
+  };
+  TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims) const;
+  void check_forward(const ForwardArgs& a) const;
+
+  ModelConfig config_;
+  DType weight_dtype_;
+  Device device_;
+  Buffer embed_, lm_head_, final_norm_, inv_freq_;
+  std::vector<Layer> layers_;
+  std::map<std::string, bool> loaded_;
+  bool ready_ = false;
+  // Activation arena, grown to the largest forward seen and reused.
+  Buffer act_;
+};
+
+}  // namespace fastdllm

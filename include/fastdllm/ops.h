@@ -1,0 +1,67 @@
+// The op interface: one front-end per op. Each validates shapes, dtypes and
+// devices, then dispatches by device x dtype in csrc/ops/dispatch.cc. Activations
+// are fp32; weights may be fp32, fp16 or bf16 (upcast in registers).
+#pragma once
+#include <cstdint>
+
+#include "fastdllm/tensor.h"
+
+namespace fastdllm {
+
+// One layer's K and V inside a paged cache. Token t of the sequence lives in
+// page page_table[t / page_size], row t % page_size. Elements are addressed as
+// base + page * page_stride + {k,v}_offset + head * head_stride + row * head_dim.
+struct PagedKV {
+  void* base = nullptr;
+  DType dtype = DType::F32;
+  Device device = Device::CPU;
+  int64_t page_stride = 0;
+  int64_t k_offset = 0, v_offset = 0;
+  int64_t head_stride = 0;
+  int page_size = 0, head_dim = 0, num_kv_heads = 0;
+  const int32_t* page_table = nullptr;
+  int num_pages = 0;
+
+  int64_t capacity() const { return int64_t(num_pages) * page_size; }
+};
+
+namespace ops {
+
+// out[i, :] = table[ids[i], :]  (table [V, H] any float dtype, out fp32 [n, H]).
+void embedding(const TensorView& table, const TensorView& ids, const TensorView& out);
+
+// out = weight * (x * rsqrt(mean(x^2) + eps)), per row; x, out fp32 [M, H] (may alias).
+void rms_norm(const TensorView& x, const TensorView& weight, float eps, const TensorView& out);
+
+// In place, non-interleaved halves (Qwen2 rotate_half) on x [L, heads, head_dim]
+// at absolute positions; inv_freq [head_dim/2] fp32.
+void rope(const TensorView& x, const TensorView& positions, const TensorView& inv_freq);
+
+// out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ residual[M, N]).
+// bias and residual are optional (pass an undefined view); residual may alias out.
+void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
+            const TensorView& residual, const TensorView& out);
+
+// out[M, I] = silu(gate_up[M, :I]) * gate_up[M, I:]
+void silu_mul(const TensorView& gate_up, const TensorView& out);
+
+// out = a + b (same shape; out may alias either).
+void add(const TensorView& a, const TensorView& b, const TensorView& out);
+
+// Writes k, v [L, kv_heads, head_dim] (fp32) to tokens [start, start+L) of the cache.
+void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64_t start);
+
+// Scaled dot-product attention of q [Lq, heads, head_dim] over the first n_kv
+// tokens of the cache, GQA (query head h reads kv head h / (heads / kv_heads)).
+// Visibility: key j is visible to query i iff j < kv_limit[i] (when kv_limit is
+// given) and mask[i, j] != 0 (when mask [Lq, n_kv] uint8 is given). A query that
+// sees no key gets a zero output. out fp32 [Lq, heads * head_dim].
+void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
+               const TensorView& kv_limit, const TensorView& mask, const TensorView& out);
+
+// Per row of logits [M, V] (fp32): index of the first maximum and its softmax
+// probability, without materialising the softmax.
+void argmax_prob(const TensorView& logits, const TensorView& index, const TensorView& prob);
+
+}  // namespace ops
+}  // namespace fastdllm

@@ -1,0 +1,26 @@
+"""fastdllm_rt: a fast runtime for block-diffusion LLMs (Fast-dLLM v2)."""
+from . import _C
+from ._C import MemoryBudgetError, cpu_isa
+from .loader import LoadError, ModelConfig, load_model, read_config
+
+__version__ = "0.1.0"
+
+
+def cuda_status() -> dict:
+    """Whether the CUDA backend was built and which devices it sees.
+
+    Works on any machine: without a GPU or driver it reports ``available=False``
+    and a ``message`` saying why.
+    """
+    return _C.cuda_status()
+
+
+__all__ = [
+    "LoadError",
+    "MemoryBudgetError",
+    "ModelConfig",
+    "cpu_isa",
+    "cuda_status",
+    "load_model",
+    "read_config",
+]

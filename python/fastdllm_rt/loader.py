@@ -1,0 +1,246 @@
+"""Model folder -> native model: config.json, then the safetensors shards.
+
+The folder is a Hugging Face checkpoint of a Qwen2 / Fast-dLLM v2 model:
+``config.json`` plus ``model.safetensors`` or ``model.safetensors.index.json``
+with its shards. Every problem raises :class:`LoadError` naming the file and the
+config key or tensor at fault.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from . import _C
+from .safetensors_io import FLOAT_DTYPES, SafetensorsError, SafetensorsFile
+
+DEFAULT_MASK_ID = 151665  # fast_dllm_v2.md section 1: '|<MASK>|', hard-coded upstream
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class LoadError(ValueError):
+    """The model folder cannot be loaded; the message names the file and the key or tensor."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the runtime reads from config.json."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    bd_size: int
+    mask_token_id: int
+    stop_token_id: int
+    bos_token_id: Optional[int]
+    eos_token_ids: tuple
+    pad_token_id: Optional[int]
+    torch_dtype: Optional[str]
+    max_position_embeddings: int
+    raw: dict = field(repr=False, compare=False, default_factory=dict)
+
+    def native_dict(self) -> dict:
+        keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")
+        return {k: getattr(self, k) for k in keys}
+
+
+def _int(cfg: dict, key: str, path: str, default=None, minimum: int = 1) -> int:
+    if key not in cfg or cfg[key] is None:
+        if default is None:
+            raise LoadError(f"{path}: missing required key '{key}'")
+        return default
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise LoadError(f"{path}: '{key}' must be an integer, got {v!r}")
+    if v < minimum:
+        raise LoadError(f"{path}: '{key}' must be >= {minimum}, got {v}")
+    return v
+
+
+def _float(cfg: dict, key: str, path: str, default: float) -> float:
+    v = cfg.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise LoadError(f"{path}: '{key}' must be a number, got {v!r}")
+    return float(v)
+
+
+def read_config(model_dir: str) -> ModelConfig:
+    """Reads and checks ``config.json`` of a model folder."""
+    if not os.path.isdir(model_dir):
+        raise LoadError(f"{model_dir}: not a directory (expected a Hugging Face model folder)")
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except FileNotFoundError:
+        raise LoadError(f"{path}: not found (a model folder needs config.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise LoadError(f"{path}: expected a JSON object")
+
+    mt = cfg.get("model_type")
+    if mt is not None and mt not in ("qwen2", "Fast_dLLM_Qwen", "fast_dllm_qwen"):
+        raise LoadError(f"{path}: 'model_type' is {mt!r}; only Qwen2 / Fast-dLLM v2 (Qwen2) models are supported")
+    if cfg.get("rope_scaling") not in (None, {}):
+        raise LoadError(f"{path}: 'rope_scaling' {cfg['rope_scaling']!r} is not supported (default RoPE only)")
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise LoadError(f"{path}: 'hidden_act' must be 'silu', got {cfg['hidden_act']!r}")
+
+    hidden = _int(cfg, "hidden_size", path)
+    heads = _int(cfg, "num_attention_heads", path)
+    kv_heads = _int(cfg, "num_key_value_heads", path, default=heads)
+    if heads % kv_heads:
+        raise LoadError(f"{path}: 'num_attention_heads' ({heads}) must be a multiple of "
+                        f"'num_key_value_heads' ({kv_heads})")
+    if "head_dim" in cfg and cfg["head_dim"] is not None:
+        head_dim = _int(cfg, "head_dim", path)
+    else:
+        if hidden % heads:
+            raise LoadError(f"{path}: 'hidden_size' ({hidden}) is not a multiple of "
+                            f"'num_attention_heads' ({heads}) and no 'head_dim' is given")
+        head_dim = hidden // heads
+    if head_dim % 2:
+        raise LoadError(f"{path}: head_dim {head_dim} must be even (RoPE rotates halves)")
+    vocab = _int(cfg, "vocab_size", path)
+
+    eos = cfg.get("eos_token_id")
+    eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+    mask_id = _int(cfg, "mask_token_id", path, default=DEFAULT_MASK_ID, minimum=0)
+    if "stop_token_id" in cfg:
+        stop_id = _int(cfg, "stop_token_id", path, minimum=0)
+    elif eos_ids:
+        stop_id = eos_ids[0]
+    else:
+        raise LoadError(f"{path}: neither 'stop_token_id' nor 'eos_token_id' is set; the decoder needs a stop token")
+    for key, tid in (("mask_token_id", mask_id), ("stop_token_id", stop_id)):
+        if not 0 <= tid < vocab:
+            raise LoadError(f"{path}: '{key}' {tid} is outside the vocabulary [0, {vocab}); set 'mask_token_id' / "
+                            "'stop_token_id' in config.json for models with a small vocabulary")
+    theta = _float(cfg, "rope_theta", path, 10000.0)
+    eps = _float(cfg, "rms_norm_eps", path, 1e-6)
+    if theta <= 0:
+        raise LoadError(f"{path}: 'rope_theta' must be > 0, got {theta}")
+    if eps < 0:
+        raise LoadError(f"{path}: 'rms_norm_eps' must be >= 0, got {eps}")
+    tie = cfg.get("tie_word_embeddings", False)
+    if not isinstance(tie, bool):
+        raise LoadError(f"{path}: 'tie_word_embeddings' must be true or false, got {tie!r}")
+    pad = cfg.get("pad_token_id")
+    bos = cfg.get("bos_token_id")
+    return ModelConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=_int(cfg, "intermediate_size", path),
+        num_hidden_layers=_int(cfg, "num_hidden_layers", path),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        rope_theta=theta,
+        rms_norm_eps=eps,
+        tie_word_embeddings=tie,
+        bd_size=_int(cfg, "bd_size", path, default=32),
+        mask_token_id=mask_id,
+        stop_token_id=stop_id,
+        bos_token_id=bos if isinstance(bos, int) else None,
+        eos_token_ids=eos_ids,
+        pad_token_id=pad if isinstance(pad, int) else None,
+        torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
+        max_position_embeddings=_int(cfg, "max_position_embeddings", path, default=32768),
+        raw=cfg,
+    )
+
+
+def shard_map(model_dir: str) -> Dict[str, str]:
+    """tensor name -> shard path, from the index or the single model.safetensors."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                weight_map = json.load(f)["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise LoadError(f"{index}: not a safetensors index (needs a 'weight_map' object): {e}") from None
+        out = {}
+        for name, shard in weight_map.items():
+            if not isinstance(shard, str) or os.path.basename(shard) != shard:
+                raise LoadError(f"{index}: tensor '{name}' maps to an invalid shard name {shard!r}")
+            path = os.path.join(model_dir, shard)
+            if not os.path.exists(path):
+                raise LoadError(f"{index}: tensor '{name}' is in shard '{shard}', which does not exist")
+            out[name] = path
+        return out
+    if os.path.exists(single):
+        with SafetensorsFile(single) as f:
+            return {e.name: single for e in f}
+    raise LoadError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def checkpoint_dtype(config: ModelConfig, shards: Dict[str, str]) -> str:
+    if config.torch_dtype in ("float32", "float16", "bfloat16"):
+        return config.torch_dtype
+    return "bfloat16"
+
+
+def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None):
+    """Loads the weights of a model folder into a native ``_C.Model``.
+
+    ``dtype`` is the weight storage dtype: ``auto`` keeps the checkpoint's
+    (``torch_dtype`` in config.json), or one of float32 / float16 / bfloat16.
+    Compute is fp32 on the CPU whatever the weight dtype.
+    """
+    if dtype not in DTYPES:
+        raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    config = config or read_config(model_dir)
+    shards = shard_map(model_dir)
+    wdtype = checkpoint_dtype(config, shards) if dtype == "auto" else dtype
+    try:
+        model = _C.Model(config.native_dict(), wdtype)
+    except ValueError as e:
+        raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+    expected = model.expected_weights()
+    missing = [n for n in expected if n not in shards]
+    if missing:
+        raise LoadError(f"{model_dir}: tensor '{missing[0]}' is missing from the checkpoint"
+                        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    by_file: Dict[str, List[str]] = {}
+    for name in expected:
+        by_file.setdefault(shards[name], []).append(name)
+    for path, names in sorted(by_file.items()):
+        try:
+            f = SafetensorsFile(path)
+        except SafetensorsError as e:
+            raise LoadError(str(e)) from None
+        with f:
+            for name in names:
+                ent = f.entries.get(name)
+                if ent is None:
+                    raise LoadError(f"{path}: tensor '{name}' is listed in the index but not in this shard")
+                if ent.dtype not in FLOAT_DTYPES:
+                    raise LoadError(f"{path}: tensor '{name}' has dtype {ent.dtype}; "
+                                    f"expected one of {sorted(FLOAT_DTYPES)}")
+                if list(ent.shape) != list(expected[name]):
+                    raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
+                                    f"expected {list(expected[name])} from config.json")
+                view = f.data(name)
+                try:
+                    model.set_weight(name, view, FLOAT_DTYPES[ent.dtype][0], list(ent.shape))
+                except ValueError as e:
+                    raise LoadError(f"{path}: {e}") from None
+                finally:
+                    view.release()
+    model.finalize()
+    return model
