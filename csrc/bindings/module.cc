@@ -206,7 +206,7 @@ void bind_ops(py::module_& m) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastdllm_rt native runtime";
-  static py::exception<BudgetExceeded> budget_error(m, "MemoryBudgetError", PyExc_MemoryError);
+  py::register_exception<BudgetExceeded>(m, "MemoryBudgetError", PyExc_MemoryError);
 
   m.def("cuda_status", &cuda_status_dict, "Whether the CUDA backend was built and which devices it sees.");
   m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::isa())); },

@@ -88,11 +88,13 @@ void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* inde
     float mx = l[0];
     for (int64_t i = 1; i < vocab; ++i)
       if (l[i] > mx) { mx = l[i]; best = i; }  // strict: the first maximum wins, as torch.argmax
-    float sum = 0.f;
+    // The sum runs over ~150k terms: accumulate in double so that the
+    // confidence compared against the threshold is as exact as the reference's.
+    double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < vocab; ++i) sum += std::exp(l[i] - mx);
+    for (int64_t i = 0; i < vocab; ++i) sum += double(std::exp(l[i] - mx));
     index[r] = int32_t(best);
-    prob[r] = 1.0f / sum;
+    prob[r] = float(1.0 / sum);
   }
 }
 

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import _C
-from .safetensors_io import FLOAT_DTYPES, SafetensorsError, SafetensorsFile
+from .errors import LoadError
+from .safetensors_io import FLOAT_DTYPES, SafetensorsFile
 
 DEFAULT_MASK_ID = 151665  # fast_dllm_v2.md section 1: '|<MASK>|', hard-coded upstream
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-class LoadError(ValueError):
-    """The model folder cannot be loaded; the message names the file and the key or tensor."""
 
 
 @dataclass(frozen=True)
@@ -220,11 +217,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
     for name in expected:
         by_file.setdefault(shards[name], []).append(name)
     for path, names in sorted(by_file.items()):
-        try:
-            f = SafetensorsFile(path)
-        except SafetensorsError as e:
-            raise LoadError(str(e)) from None
-        with f:
+        with SafetensorsFile(path) as f:
             for name in names:
                 ent = f.entries.get(name)
                 if ent is None:

@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterator
 
+from .errors import LoadError
+
 # safetensors dtype tag -> (our dtype name, bytes per element)
 FLOAT_DTYPES = {"F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2)}
 KNOWN_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -21,7 +23,7 @@ KNOWN_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(LoadError):
     """A safetensors file is malformed, truncated or holds an unsupported tensor."""
 
 

@@ -1,0 +1,162 @@
+"""Every CPU op against a numpy/torch reference on small odd shapes, for each
+weight dtype and each kernel ISA this machine has."""
+import numpy as np
+import pytest
+import torch
+
+from fastdllm_rt import _C
+
+ops = _C.ops
+ROWS = [1, 7, 17, 33, 127]
+RNG = np.random.default_rng(1234)
+
+
+def as_dtype(w: np.ndarray, dtype: str):
+    """(array to pass, dtype name, fp32 values the kernel should see)."""
+    t = torch.from_numpy(w)
+    if dtype == "float32":
+        return w, "", w
+    td = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    low = t.to(td)
+    return low.view(torch.int16).numpy().view(np.uint16), dtype, low.float().numpy()
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("k,n", [(37, 23), (64, 48), (80, 331), (136, 80)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_linear(isa, rows, k, n, dtype):
+    x, w, b, r = randn(rows, k), randn(n, k), randn(n), randn(rows, n)
+    wp, wd, wf = as_dtype(w, dtype)
+    ref = x.astype(np.float64) @ wf.T.astype(np.float64)
+    out = ops.linear(x, wp, weight_dtype=wd)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    out = ops.linear(x, wp, bias=b, residual=r, weight_dtype=wd)
+    np.testing.assert_allclose(out, ref + b + r, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+def test_linear_bf16_bias(isa):
+    x, w, b = randn(5, 24), randn(9, 24), randn(9)
+    bp, bd, bf = as_dtype(b, "bfloat16")
+    np.testing.assert_allclose(ops.linear(x, w, bias=bp, bias_dtype=bd), x @ w.T + bf, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_rms_norm(rows, dtype):
+    h = 80
+    x, w = randn(rows, h) * 3, randn(h)
+    wp, wd, wf = as_dtype(w, dtype)
+    xt = torch.from_numpy(x)
+    ref = wf * (xt * torch.rsqrt(xt.pow(2).mean(-1, keepdim=True) + 1e-6)).numpy()
+    np.testing.assert_allclose(ops.rms_norm(x, wp, 1e-6, weight_dtype=wd), ref, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_embedding(rows, dtype):
+    table = randn(331, 48)
+    tp, td, tf = as_dtype(table, dtype)
+    ids = RNG.integers(0, 331, rows).astype(np.int32)
+    np.testing.assert_array_equal(ops.embedding(tp, ids, table_dtype=td), tf[ids])
+
+
+def test_embedding_rejects_out_of_vocab_id():
+    with pytest.raises(ValueError, match="token id 331 at index 1 is outside the vocabulary"):
+        ops.embedding(randn(331, 8), np.array([0, 331], np.int32))
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("heads,hd", [(1, 2), (5, 16), (3, 64)])
+def test_rope(rows, heads, hd):
+    x = randn(rows, heads, hd)
+    pos = RNG.integers(0, 5000, rows).astype(np.int32)
+    inv = (1.0 / (1e6 ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))).numpy()
+    freqs = torch.from_numpy(pos).float()[:, None] * torch.from_numpy(inv)[None]
+    emb = torch.cat([freqs, freqs], -1)
+    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    xt = torch.from_numpy(x)
+    rot = torch.cat([-xt[..., hd // 2:], xt[..., :hd // 2]], -1)
+    ref = (xt * cos + rot * sin).numpy()
+    np.testing.assert_allclose(ops.rope(x, pos, inv), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_silu_mul_and_add(rows):
+    gu = randn(rows, 2 * 37) * 4
+    g, u = torch.from_numpy(gu[:, :37]), torch.from_numpy(gu[:, 37:])
+    np.testing.assert_allclose(ops.silu_mul(gu), (torch.nn.functional.silu(g) * u).numpy(), rtol=1e-5, atol=1e-6)
+    a, b = randn(rows, 19), randn(rows, 19)
+    np.testing.assert_array_equal(ops.add(a, b), a + b)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("vocab", [1, 2, 331, 5003])
+def test_argmax_prob(rows, vocab):
+    logits = randn(rows, vocab) * 4
+    if vocab > 2:
+        logits[0, 1] = logits[0, 2] = logits[0].max() + 1  # tie: the first index wins
+    idx, prob = ops.argmax_prob(logits)
+    p = torch.softmax(torch.from_numpy(logits), -1)
+    conf, ref_idx = p.max(-1)
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    np.testing.assert_allclose(prob, conf.numpy(), rtol=1e-5)
+
+
+def ref_attention(q, k, v, allowed, scale):
+    qt, kt, vt = (torch.from_numpy(a).transpose(0, 1) for a in (q, k, v))
+    rep = qt.shape[0] // kt.shape[0]
+    kt, vt = kt.repeat_interleave(rep, 0), vt.repeat_interleave(rep, 0)
+    s = (qt @ kt.transpose(1, 2)) * scale
+    s = s.masked_fill(~torch.from_numpy(allowed)[None], float("-inf"))
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    return (p @ vt).transpose(0, 1).reshape(q.shape[0], -1).numpy()
+
+
+@pytest.mark.parametrize("lq,n_kv", [(1, 1), (7, 40), (17, 17), (33, 100), (127, 130)])
+@pytest.mark.parametrize("heads,kv_heads,hd", [(5, 1, 16), (4, 2, 8), (3, 3, 2)])
+@pytest.mark.parametrize("mode", ["none", "limit", "mask", "both"])
+def test_paged_attention(lq, n_kv, heads, kv_heads, hd, mode):
+    page = 8
+    pool = _C.PagePool(1, kv_heads, hd, page, 64)
+    table = _C.PageTable(pool)
+    table.reserve_tokens(n_kv)
+    pages = list(table.pages)[::-1]  # a non-trivial page order
+    q, k, v = randn(lq, heads, hd), randn(n_kv, kv_heads, hd), randn(n_kv, kv_heads, hd)
+    allowed = np.ones((lq, n_kv), bool)
+    limit = mask = None
+    if mode in ("limit", "both"):
+        limit = RNG.integers(1, n_kv + 1, lq).astype(np.int32)
+        allowed &= np.arange(n_kv)[None, :] < limit[:, None]
+    if mode in ("mask", "both"):
+        mask = RNG.random((lq, n_kv)) < 0.7
+        mask[:, 0] = True
+        allowed &= mask
+    scale = hd ** -0.5
+    out = ops.paged_attention(q, k, v, pool, pages, scale, kv_limit=limit, mask=mask)
+    np.testing.assert_allclose(out, ref_attention(q, k, v, allowed, scale), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_query_with_no_visible_key_is_zero():
+    pool = _C.PagePool(1, 1, 4, 4, 2)
+    table = _C.PageTable(pool)
+    table.reserve_tokens(3)
+    out = ops.paged_attention(randn(2, 1, 4), randn(3, 1, 4), randn(3, 1, 4), pool, list(table.pages), 0.5,
+                              mask=np.array([[0, 0, 0], [1, 0, 0]], bool))
+    assert np.all(out[0] == 0) and np.all(np.isfinite(out[1]))
+
+
+def test_op_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"linear: weight float32\[4, 3\] on cpu does not match x"):
+        ops.linear(randn(2, 5), randn(4, 3))
+    with pytest.raises(ValueError, match="rms_norm: weight"):
+        ops.rms_norm(randn(2, 5), randn(4), 1e-6)
+    with pytest.raises(ValueError, match="silu_mul: gate_up"):
+        ops.silu_mul(randn(2, 5))
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        ops.linear(randn(2, 4), randn(4, 4), weight_dtype="int4")
+    # still usable afterwards
+    assert ops.linear(randn(2, 4), randn(3, 4)).shape == (2, 3)
