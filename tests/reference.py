@@ -44,8 +44,12 @@ class RefQwen2:
         return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
 
     @torch.no_grad()
-    def forward(self, ids, positions, past: Optional[KV] = None, mask: Optional[torch.Tensor] = None):
+    def forward(self, ids, positions, past: Optional[KV] = None, mask: Optional[torch.Tensor] = None,
+                block_cache: Optional[KV] = None, replace: int = 0):
         """ids, positions: [L] int. mask: bool [L, T_past + L] (True = attend) or None.
+        block_cache (fast_dllm_v2.md 3, step 1): per layer the B-entry K/V of the
+        current block; the new K/V overwrite rows [replace, replace+L) in place and
+        attention runs over past + the whole block cache.
         Returns logits [L, V] (model dtype) and the new tokens' K/V per layer."""
         ids = torch.as_tensor(ids, dtype=torch.long)
         positions = torch.as_tensor(positions, dtype=torch.long)
@@ -65,6 +69,11 @@ class RefQwen2:
             q = q * cos + self.rotate_half(q) * sin
             k = k * cos + self.rotate_half(k) * sin
             new_kv.append((k, v))
+            if block_cache is not None:
+                bk, bv = block_cache[i]
+                bk[:, replace:replace + L] = k
+                bv[:, replace:replace + L] = v
+                k, v = bk, bv
             if past is not None:
                 k = torch.cat([past[i][0], k], dim=1)
                 v = torch.cat([past[i][1], v], dim=1)

@@ -77,39 +77,8 @@ def test_sub_block_overwrites_part_of_block_cache(fp32_model):
     out = run_forward(model, pool, table, sub, np.arange(c + s, c + s + S), c + s, c + B)
     _, past = ref.forward(prompt, np.arange(c))
     _, blk = ref.forward(block, np.arange(c, c + B), past=past)
-    ref_logits = ref_subblock_logits(ref, sub, np.arange(c + s, c + s + S), past, blk, s)
+    ref_logits, _ = ref.forward(sub, np.arange(c + s, c + s + S), past=past, block_cache=blk, replace=s)
     assert max_rel_err(out, ref_logits) <= 1e-4
-
-
-def ref_subblock_logits(ref, ids, positions, past, blk, s):
-    """Reference sub-block forward: per layer, the fresh K/V replace rows [s, s+S)
-    of that layer's block cache, and attention runs over prefix + whole block."""
-    import torch.nn.functional as F
-    ids = torch.as_tensor(ids)
-    L = len(ids)
-    x = ref.w["model.embed_tokens.weight"][ids]
-    cos, sin = ref.rope_cos_sin(torch.as_tensor(positions))
-    rep = ref.nh // ref.nkv
-    for i in range(ref.cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        h = ref.rms(x, ref.w[p + "input_layernorm.weight"])
-        q, k, v = (F.linear(h, ref.w[p + f"self_attn.{n}_proj.weight"], ref.w[p + f"self_attn.{n}_proj.bias"])
-                   for n in "qkv")
-        q = q.view(L, ref.nh, ref.hd).transpose(0, 1)
-        k = k.view(L, ref.nkv, ref.hd).transpose(0, 1)
-        v = v.view(L, ref.nkv, ref.hd).transpose(0, 1)
-        q = q * cos + ref.rotate_half(q) * sin
-        k = k * cos + ref.rotate_half(k) * sin
-        bk, bv = blk[i][0].clone(), blk[i][1].clone()
-        bk[:, s:s + L], bv[:, s:s + L] = k, v
-        kk = torch.cat([past[i][0], bk], 1).repeat_interleave(rep, 0)
-        vv = torch.cat([past[i][1], bv], 1).repeat_interleave(rep, 0)
-        a = F.scaled_dot_product_attention(q[None], kk[None], vv[None])[0].transpose(0, 1).reshape(L, -1)
-        x = x + F.linear(a, ref.w[p + "self_attn.o_proj.weight"])
-        h = ref.rms(x, ref.w[p + "post_attention_layernorm.weight"])
-        g, u = F.linear(h, ref.w[p + "mlp.gate_proj.weight"]), F.linear(h, ref.w[p + "mlp.up_proj.weight"])
-        x = x + F.linear(F.silu(g) * u, ref.w[p + "mlp.down_proj.weight"])
-    return F.linear(ref.rms(x, ref.w["model.norm.weight"]), ref.w["lm_head.weight"])
 
 
 def test_logit_rows_select_positions(fp32_model):

@@ -7,9 +7,12 @@
 
 #include <cstring>
 
+#include <omp.h>
+
 #include "core/cpu_features.h"
 #include "core/cuda_runtime.h"
 #include "fastdllm/error.h"
+#include "fastdllm/generation.h"
 #include "fastdllm/kv_cache.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
@@ -212,6 +215,12 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_isa", [] { return std::string(cpu::isa_name(cpu::isa())); },
         "The CPU kernel ISA chosen at run time (honours FASTDLLM_ISA=avx2).");
 
+  m.def("set_num_threads", [](int n) {
+    FDL_CHECK(n > 0, "threads must be > 0, got ", n);
+    omp_set_num_threads(n);
+  });
+  m.def("get_num_threads", [] { return omp_get_max_threads(); });
+
   py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
   bind_ops(ops_m);
 
@@ -252,4 +261,48 @@ PYBIND11_MODULE(_C, m) {
       .def("forward", &model_forward, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(),
            py::arg("logit_rows") = py::none());
+
+  py::class_<GenerationParams>(m, "GenerationParams")
+      .def(py::init<>())
+      .def_readwrite("max_new_tokens", &GenerationParams::max_new_tokens)
+      .def_readwrite("block_size", &GenerationParams::block_size)
+      .def_readwrite("sub_block_size", &GenerationParams::sub_block_size)
+      .def_readwrite("threshold", &GenerationParams::threshold)
+      .def_readwrite("use_block_cache", &GenerationParams::use_block_cache)
+      .def_readwrite("mask_id", &GenerationParams::mask_id)
+      .def_readwrite("stop_id", &GenerationParams::stop_id)
+      .def_readwrite("temperature", &GenerationParams::temperature)
+      .def_readwrite("top_p", &GenerationParams::top_p)
+      .def_readwrite("top_k", &GenerationParams::top_k)
+      .def_readwrite("seed", &GenerationParams::seed)
+      .def_readwrite("max_seq_len", &GenerationParams::max_seq_len);
+
+  py::class_<Generation>(m, "Generation")
+      .def(py::init<Model&, PagePool&, std::vector<int32_t>, const GenerationParams&>(), py::keep_alive<1, 2>(),
+           py::keep_alive<1, 3>(), py::arg("model"), py::arg("pool"), py::arg("prompt"), py::arg("params"))
+      .def("step", [](Generation& g) {
+        py::gil_scoped_release nogil;
+        return g.step();
+      }, "Runs one model forward; False once generation has finished.")
+      .def("run", [](Generation& g) {
+        py::gil_scoped_release nogil;
+        while (g.step()) {
+        }
+      }, "Runs to the end.")
+      .def_property_readonly("done", &Generation::done)
+      .def_property_readonly("tokens", &Generation::tokens)
+      .def_property_readonly("prompt_len", &Generation::prompt_len)
+      .def_property_readonly("decoded_prefix", &Generation::decoded_prefix)
+      .def_property_readonly("output", &Generation::output)
+      .def_property_readonly("num_forwards", &Generation::num_forwards)
+      .def_property_readonly("finish_reason", &Generation::finish_reason)
+      .def_property_readonly("last_step", [](const Generation& g) {
+        switch (g.last_step()) {
+          case StepKind::Prefill: return "prefill";
+          case StepKind::Denoise: return "denoise";
+          case StepKind::DenoiseSubBlock: return "denoise_sub_block";
+          case StepKind::Commit: return "commit";
+          default: return "";
+        }
+      });
 }

@@ -1,7 +1,10 @@
 """fastdllm_rt: a fast runtime for block-diffusion LLMs (Fast-dLLM v2)."""
 from . import _C
 from ._C import MemoryBudgetError, cpu_isa
-from .loader import LoadError, ModelConfig, load_model, read_config
+from .engine import Engine, GenerationResult
+from .errors import LoadError
+from .generation_config import GenerationConfig
+from .loader import ModelConfig, load_model, read_config
 
 __version__ = "0.1.0"
 
@@ -16,6 +19,9 @@ def cuda_status() -> dict:
 
 
 __all__ = [
+    "Engine",
+    "GenerationConfig",
+    "GenerationResult",
     "LoadError",
     "MemoryBudgetError",
     "ModelConfig",

@@ -115,3 +115,31 @@ class SafetensorsFile:
 
     def __iter__(self) -> Iterator[TensorEntry]:
         return iter(self.entries.values())
+
+
+def write_safetensors(path: str, tensors: Dict[str, "object"], metadata: Dict[str, str] = None) -> None:
+    """Writes numpy arrays as a .safetensors file. A tensor may be given as
+    (uint16 array, "BF16") to store bfloat16 bits; plain arrays map float32 ->
+    F32, float16 -> F16. Used by the demo model writer (no torch needed)."""
+    import numpy as np
+
+    tags = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("int32"): "I32"}
+    header, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        arr, tag = (t if isinstance(t, tuple) else (t, None))
+        arr = np.ascontiguousarray(arr)
+        tag = tag or tags[arr.dtype]
+        data = arr.tobytes()
+        header[name] = {"dtype": tag, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for b in blobs:
+            f.write(b)

@@ -1,0 +1,95 @@
+"""A tiny random-weight Fast-dLLM v2 model folder, written without torch or a
+download: config.json, model.safetensors (bf16), a byte-level tokenizer with the
+Qwen2 special tokens, and the Qwen2.5 chat template. Its text is noise; it
+exists so that a new user can see the whole pipeline run right after install,
+and so that tests have real tokenizer files."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .safetensors_io import write_safetensors
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "|<MASK>|"]
+
+# The Qwen2.5 template without tools (fast_dllm_v2.md section 1).
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def write_byte_tokenizer(path: str) -> dict:
+    """A byte-level BPE tokenizer with no merges (ids 0..255 are bytes) plus the
+    Qwen2 special tokens at 256..259. Returns {token: id} of the specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "Qwen2Tokenizer", "add_bos_token": False, "bos_token": None,
+                   "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHAT_TEMPLATE}, f,
+                  indent=1)
+    return ids
+
+
+def _bf16(a: np.ndarray):
+    u = a.astype(np.float32).view(np.uint32)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16  # round to nearest even
+    return (u.astype(np.uint16), "BF16")
+
+
+def write_demo_model(path: str, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                     intermediate: int = 128, seed: int = 0) -> str:
+    """Writes the demo model folder to path and returns path."""
+    os.makedirs(path, exist_ok=True)
+    ids = write_byte_tokenizer(path)
+    vocab = 264  # 256 bytes + 4 specials, rounded up to a multiple of 8
+    hd = hidden // heads
+    cfg = {
+        "architectures": ["Fast_dLLM_QwenForCausalLM"], "model_type": "Fast_dLLM_Qwen",
+        "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "head_dim": hd, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "tie_word_embeddings": True, "max_position_embeddings": 4096, "bd_size": 32,
+        "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "mask_token_id": ids["|<MASK>|"], "torch_dtype": "bfloat16",
+        "fastdllm_rt_demo": "random weights: the output is noise",
+    }
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump({"max_new_tokens": 96, "threshold": 0.9, "small_block_size": 8}, f, indent=1)
+    rng = np.random.default_rng(seed)
+
+    def lin(n, k, scale=1.0):
+        return rng.standard_normal((n, k)).astype(np.float32) * (scale / np.sqrt(k))
+
+    t = {"model.embed_tokens.weight": _bf16(rng.standard_normal((vocab, hidden)) * 0.5),
+         "model.norm.weight": _bf16(np.ones(hidden))}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t[p + "input_layernorm.weight"] = _bf16(np.ones(hidden))
+        t[p + "post_attention_layernorm.weight"] = _bf16(np.ones(hidden))
+        for name, n in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
+            t[p + f"self_attn.{name}_proj.weight"] = _bf16(lin(n, hidden))
+            t[p + f"self_attn.{name}_proj.bias"] = _bf16(np.zeros(n))
+        t[p + "self_attn.o_proj.weight"] = _bf16(lin(hidden, heads * hd))
+        t[p + "mlp.gate_proj.weight"] = _bf16(lin(intermediate, hidden))
+        t[p + "mlp.up_proj.weight"] = _bf16(lin(intermediate, hidden))
+        t[p + "mlp.down_proj.weight"] = _bf16(lin(hidden, intermediate))
+    write_safetensors(os.path.join(path, "model.safetensors"), t, {"format": "pt"})
+    return path

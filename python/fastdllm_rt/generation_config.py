@@ -1,0 +1,117 @@
+"""Generation settings, validated in one place with errors naming the parameter."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from . import _C
+
+
+@dataclass
+class GenerationConfig:
+    """Settings of one generation (fast_dllm_v2.md section 6 lists upstream defaults).
+
+    block_size / sub_block_size / threshold follow the model card (32 / 8 / 0.9);
+    temperature 0 is greedy, the setting every official evaluation uses.
+    """
+
+    max_new_tokens: int = 256
+    block_size: Optional[int] = None       # None: the model's bd_size (32 for Fast-dLLM v2)
+    sub_block_size: int = 8
+    threshold: float = 0.9
+    use_block_cache: bool = False
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 0
+    seed: int = 0
+    stop_token_id: Optional[int] = None    # None: from config.json (stop_token_id, else eos_token_id)
+    mask_token_id: Optional[int] = None    # None: from config.json (mask_token_id, else 151665)
+
+    FIELDS = ("max_new_tokens", "block_size", "sub_block_size", "threshold", "use_block_cache", "temperature",
+              "top_p", "top_k", "seed", "stop_token_id", "mask_token_id")
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str) -> "GenerationConfig":
+        """Defaults, overridden by the model folder's generation_config.json where present.
+
+        Only keys this runtime understands are taken (HF names included:
+        small_block_size -> sub_block_size); the file's eos token is not the
+        stop token (config.json decides that, as upstream does)."""
+        cfg = cls()
+        path = os.path.join(model_dir, "generation_config.json")
+        if not os.path.exists(path):
+            return cfg
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        aliases = {"small_block_size": "sub_block_size", "bd_size": "block_size"}
+        for key, value in data.items():
+            name = aliases.get(key, key)
+            if name in cls.FIELDS and name not in ("stop_token_id", "mask_token_id") and value is not None:
+                setattr(cfg, name, value)
+        try:
+            cfg.validate()
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        return cfg
+
+    def updated(self, **overrides) -> "GenerationConfig":
+        unknown = [k for k in overrides if k not in self.FIELDS]
+        if unknown:
+            raise TypeError(f"unknown generation parameter '{unknown[0]}'; known: {', '.join(self.FIELDS)}")
+        cfg = dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def integer(name, lo):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        def number(name, lo, hi, lo_open=False):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < lo or v > hi \
+                    or (lo_open and v == lo):
+                raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+
+        integer("max_new_tokens", 0)
+        if self.block_size is not None:
+            integer("block_size", 1)
+        integer("sub_block_size", 1)
+        if self.block_size is not None and self.block_size % self.sub_block_size:
+            raise ValueError(f"sub_block_size ({self.sub_block_size}) must divide block_size ({self.block_size})")
+        number("threshold", 0.0, 1.0)
+        number("temperature", 0.0, math.inf)
+        number("top_p", 0.0, 1.0, lo_open=True)
+        integer("top_k", 0)
+        integer("seed", 0)
+        if not isinstance(self.use_block_cache, bool):
+            raise ValueError(f"use_block_cache must be True or False, got {self.use_block_cache!r}")
+        for name in ("stop_token_id", "mask_token_id"):
+            if getattr(self, name) is not None:
+                integer(name, 0)
+
+    def native(self, *, block_size: int, mask_id: int, stop_id: int, max_seq_len: int) -> "_C.GenerationParams":
+        p = _C.GenerationParams()
+        p.max_new_tokens = self.max_new_tokens
+        p.block_size = self.block_size or block_size
+        p.sub_block_size = self.sub_block_size
+        p.threshold = float(self.threshold)
+        p.use_block_cache = self.use_block_cache
+        p.temperature = float(self.temperature)
+        p.top_p = float(self.top_p)
+        p.top_k = self.top_k
+        p.seed = self.seed
+        p.mask_id = self.mask_token_id if self.mask_token_id is not None else mask_id
+        p.stop_id = self.stop_token_id if self.stop_token_id is not None else stop_id
+        p.max_seq_len = max_seq_len
+        if p.block_size % p.sub_block_size:
+            raise ValueError(f"sub_block_size ({p.sub_block_size}) must divide block_size ({p.block_size})")
+        return p
