@@ -26,13 +26,28 @@ CHAT_TEMPLATE = (
 )
 
 
+def _byte_symbols() -> dict:
+    """byte -> the printable character ByteLevel uses for it (the GPT-2 table):
+    printable bytes stand for themselves, the others map to 256, 257, ..."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
 def write_byte_tokenizer(path: str) -> dict:
-    """A byte-level BPE tokenizer with no merges (ids 0..255 are bytes) plus the
+    """A byte-level BPE tokenizer with no merges (id b is byte b) plus the
     Qwen2 special tokens at 256..259. Returns {token: id} of the specials."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
 
-    vocab = {c: i for i, c in enumerate(sorted(ByteLevel.alphabet()))}
+    vocab = {c: b for b, c in _byte_symbols().items()}
+    assert set(vocab) == set(ByteLevel.alphabet())
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()

@@ -69,9 +69,10 @@ class IncrementalDetokenizer:
     """Turns a growing list of token ids into text deltas.
 
     Each update decodes the ids seen so far and emits the new suffix, holding
-    back a trailing U+FFFD (an incomplete UTF-8 sequence that later bytes may
-    complete). UTF-8 decoding is prefix-stable apart from that tail, so the
-    concatenated deltas equal the decode of all ids once finish() has run."""
+    back one trailing U+FFFD: lossy UTF-8 decoding turns an incomplete sequence
+    at the end (which later bytes may complete) into exactly one U+FFFD, and is
+    prefix-stable before it, so the concatenated deltas equal the decode of all
+    ids once finish() has run. Invalid bytes further back are emitted as U+FFFD."""
 
     def __init__(self, tokenizer: TextTokenizer):
         self.tok = tokenizer
@@ -79,7 +80,7 @@ class IncrementalDetokenizer:
 
     def update(self, ids: Sequence[int]) -> str:
         text = self.tok.decode(ids)
-        stable = text.rstrip("\ufffd")
+        stable = text[:-1] if text.endswith("\ufffd") else text
         if not stable.startswith(self.emitted) or len(stable) <= len(self.emitted):
             return ""
         delta = stable[len(self.emitted):]
