@@ -99,7 +99,7 @@ def bf16_model(tmp_path_factory):
     return cfg, path
 
 
-def test_bf16_weights(bf16_model):
+def test_bf16_weights(bf16_model, isa):
     cfg, path = bf16_model
     model = fastdllm_rt.load_model(path)
     assert model.dtype == "bfloat16"
@@ -110,10 +110,16 @@ def test_bf16_weights(bf16_model):
     table.reserve_tokens(21)
     mask = block_causal_mask(0, 21, PAGE)
     out = run_forward(model, pool, table, tokens, np.arange(21), 0, 21, mask)
-    # The engine computes in fp32 on bf16 weights (upcast exactly), so against an
-    # fp32 reference of the same bf16-rounded weights only summation order differs.
     exact, _ = RefQwen2(cfg, {k: v.float() for k, v in w.items()}).forward(tokens, np.arange(21), mask=mask)
-    assert max_rel_err(out, exact) <= 1e-4
+    if isa == "avx2":
+        # AVX2 upcasts the bf16 weights exactly and computes in fp32: against an fp32
+        # reference of the same bf16-rounded weights only summation order differs.
+        assert max_rel_err(out, exact) <= 1e-4
+    else:
+        # AVX-512 BF16 (vdpbf16ps) also rounds each matmul's activations to bf16
+        # (relative step 2^-8), as PyTorch's bf16 matmul does: ~0.5% of the logit
+        # scale measured here, bounded like the bf16 reference below.
+        assert max_rel_err(out, exact) <= 2e-2
     # Against HF semantics in bf16: every activation is rounded to 8 mantissa bits
     # (relative step 2^-8 = 0.4%) after each op, a dozen roundings per layer feed
     # the residual stream, so the bf16 reference itself is off by about 1% of the
@@ -124,7 +130,7 @@ def test_bf16_weights(bf16_model):
     assert agree >= 0.9
 
 
-def test_dtype_override_upcasts(bf16_model):
+def test_dtype_override_upcasts(bf16_model, isa):
     cfg, path = bf16_model
     m32 = fastdllm_rt.load_model(path, dtype="float32")
     m16 = fastdllm_rt.load_model(path)
@@ -136,4 +142,7 @@ def test_dtype_override_upcasts(bf16_model):
         t = fastdllm_rt._C.PageTable(pool)
         t.reserve_tokens(5)
         outs.append(run_forward(m, pool, t, tokens, np.arange(5), 0, 5))
-    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-4)
+    # Same bf16 values either way; on AVX-512 BF16 the bf16 model also rounds its
+    # matmul activations (see test_bf16_weights).
+    tol = 1e-5 if isa == "avx2" else 2e-2
+    assert np.abs(outs[0] - outs[1]).max() <= tol * np.abs(outs[0]).max()

@@ -38,6 +38,24 @@ def test_linear(isa, rows, k, n, dtype):
     np.testing.assert_allclose(out, ref + b + r, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("k,n", [(37, 23), (64, 48), (80, 331), (136, 80), (1536, 40)])
+def test_linear_packed_bf16(isa, rows, k, n):
+    x, w, b, r = randn(rows, k), randn(n, k), randn(n), randn(rows, n)
+    wp, _, wf = as_dtype(w, "bfloat16")
+    packed = ops.pack_bf16(wp)
+    out = ops.linear(x, packed, bias=b, residual=r, weight_dtype="bfloat16", packed=True)
+    if isa == "avx2":  # exact upcast, fp32 FMA
+        xs = x
+    else:  # vdpbf16ps: the activations are rounded to bf16 (nearest even), products exact in fp32
+        xs = torch.from_numpy(x).bfloat16().float().numpy()
+    ref = xs.astype(np.float64) @ wf.T.astype(np.float64) + b + r
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=2e-5 * np.sqrt(k))
+    # the packed embedding gather reads the same rows back
+    ids = RNG.integers(0, n, 9).astype(np.int32)
+    np.testing.assert_array_equal(ops.embedding(packed[0], ids, table_dtype="bfloat16", packed=True, rows=n, cols=k), wf[ids])
+
+
 def test_linear_bf16_bias(isa):
     x, w, b = randn(5, 24), randn(9, 24), randn(9)
     bp, bd, bf = as_dtype(b, "bfloat16")

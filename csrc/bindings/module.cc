@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include "core/cpu_features.h"
+#include "cpu/packed_weights.h"
 #include "core/cuda_runtime.h"
 #include "fastdllm/error.h"
 #include "fastdllm/generation.h"
@@ -48,6 +49,15 @@ TensorView as_view(const py::array& a, const std::string& dtype = "") {
   v.dtype = t;
   v.ndim = int(a.ndim());
   for (int i = 0; i < v.ndim; ++i) v.shape[size_t(i)] = a.shape(i);
+  return v;
+}
+
+// A packed bf16 matrix (1-d array from pack_bf16) viewed as its logical [rows, cols].
+TensorView packed_view(TensorView t, int64_t rows, int64_t cols) {
+  FDL_CHECK(t.dtype == DType::BF16 && t.numel() == cpu::packed_elems(rows, cols),
+            "packed weight does not hold a packed bfloat16 [", rows, ", ", cols, "] matrix");
+  TensorView v(t.data, DType::BF16, {rows, cols});
+  v.packed = true;
   return v;
 }
 
@@ -149,11 +159,24 @@ void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, 
 
 void bind_ops(py::module_& m) {
   // Thin numpy wrappers used by the kernel tests; each allocates its output.
-  m.def("embedding", [](py::array table, py::array ids, const std::string& dt) {
-    auto out = empty_f32({ids.shape(0), table.shape(1)});
-    ops::embedding(as_view(table, dt), as_view(ids), as_view(out));
+  m.def("embedding", [](py::array table, py::array ids, const std::string& dt, bool packed, int64_t rows,
+                        int64_t cols) {
+    TensorView t = as_view(table, dt);
+    if (packed) t = packed_view(t, rows, cols);
+    auto out = empty_f32({ids.shape(0), py::ssize_t(t.shape[1])});
+    ops::embedding(t, as_view(ids), as_view(out));
     return out;
-  }, py::arg("table"), py::arg("ids"), py::arg("table_dtype") = "");
+  }, py::arg("table"), py::arg("ids"), py::arg("table_dtype") = "", py::arg("packed") = false,
+     py::arg("rows") = 0, py::arg("cols") = 0);
+  m.def("pack_bf16", [](py::array_t<uint16_t, py::array::c_style> w) {
+    FDL_CHECK(w.ndim() == 2, "pack_bf16: weight must be 2-d");
+    const int64_t n = w.shape(0), k = w.shape(1);
+    py::array_t<uint16_t> out(cpu::packed_elems(n, k));
+    std::memset(out.mutable_data(), 0, size_t(out.nbytes()));
+    cpu::pack_bf16_rows(w.data(), n, 0, k, out.mutable_data());
+    // Logical shape travels with the array so linear() can recover it.
+    return py::make_tuple(out, n, k);
+  }, "Packs a bf16 (uint16) [N, K] matrix into the CPU GEMM layout: (packed, N, K).");
   m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt) {
     auto out = empty_f32({x.shape(0), x.shape(1)});
     ops::rms_norm(as_view(x), as_view(w, dt), eps, as_view(out));
@@ -166,16 +189,22 @@ void bind_ops(py::module_& m) {
     ops::rope(as_view(y), as_view(pos), as_view(inv_freq));
     return y;
   });
-  m.def("linear", [](py::array x, py::array w, py::object bias, py::object residual, const std::string& dt,
-                     const std::string& bias_dt) {
-    auto out = empty_f32({x.shape(0), w.shape(0)});
-    const TensorView xv = as_view(x), wv = as_view(w, dt), bv = opt_view(bias, bias_dt),
-                     rv = opt_view(residual), ov = as_view(out);
+  m.def("linear", [](py::array x, py::object w, py::object bias, py::object residual, const std::string& dt,
+                     const std::string& bias_dt, bool packed) {
+    TensorView wv;
+    if (packed) {  // w is pack_bf16's (packed, N, K)
+      auto t = w.cast<py::tuple>();
+      wv = packed_view(as_view(t[0].cast<py::array>(), dt), t[1].cast<int64_t>(), t[2].cast<int64_t>());
+    } else {
+      wv = as_view(w.cast<py::array>(), dt);
+    }
+    auto out = empty_f32({x.shape(0), py::ssize_t(wv.shape[0])});
+    const TensorView xv = as_view(x), bv = opt_view(bias, bias_dt), rv = opt_view(residual), ov = as_view(out);
     py::gil_scoped_release nogil;
     ops::linear(xv, wv, bv, rv, ov);
     return out;
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
-     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "");
+     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false);
   m.def("silu_mul", [](py::array gu) {
     auto out = empty_f32({gu.shape(0), gu.shape(1) / 2});
     ops::silu_mul(as_view(gu), as_view(out));

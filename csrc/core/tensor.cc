@@ -26,7 +26,7 @@ std::string TensorView::describe() const {
   std::ostringstream os;
   os << dtype_name(dtype) << "[";
   for (int i = 0; i < ndim; ++i) os << (i ? ", " : "") << shape[i];
-  os << "] on " << device_name(device);
+  os << "]" << (packed ? " packed" : "") << " on " << device_name(device);
   return os.str();
 }
 

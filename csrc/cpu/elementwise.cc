@@ -6,14 +6,22 @@
 
 #include "cpu/kernels.h"
 #include "cpu/load_row.h"
+#include "cpu/packed_weights.h"
 
 namespace fastdllm::cpu {
 
-void embedding(const void* table, DType t, int64_t hidden, const int32_t* ids, int64_t n,
-               float* out) {
+void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t hidden, const int32_t* ids,
+               int64_t n, float* out) {
+  (void)vocab;
 #pragma omp parallel for schedule(static) if (n * hidden > 32768)
-  for (int64_t i = 0; i < n; ++i)
-    load_row_f32(table, t, int64_t(ids[i]) * hidden, hidden, out + i * hidden);
+  for (int64_t i = 0; i < n; ++i) {
+    if (packed) {  // a few rows: strided reads of the panel layout are cheap
+      const uint16_t* w = static_cast<const uint16_t*>(table);
+      for (int64_t c = 0; c < hidden; ++c) out[i * hidden + c] = bf16_to_f32(w[packed_index(ids[i], c, hidden)]);
+    } else {
+      load_row_f32(table, t, int64_t(ids[i]) * hidden, hidden, out + i * hidden);
+    }
+  }
 }
 
 void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps,

@@ -9,13 +9,14 @@
 
 namespace fastdllm::cpu {
 
-void embedding(const void* table, DType table_dtype, int64_t hidden, const int32_t* ids,
-               int64_t n, float* out);
+// packed: table is a bf16 [vocab, hidden] matrix in the packed layout (the tied lm_head).
+void embedding(const void* table, DType table_dtype, bool packed, int64_t vocab, int64_t hidden,
+               const int32_t* ids, int64_t n, float* out);
 void rms_norm(const float* x, const void* w, DType w_dtype, int64_t rows, int64_t hidden,
               float eps, float* out);
 void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions,
           const float* inv_freq);
-void linear(const float* x, const void* w, DType w_dtype, const void* bias, DType bias_dtype,
+void linear(const float* x, const void* w, DType w_dtype, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k);
 void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);

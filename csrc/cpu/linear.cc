@@ -1,6 +1,7 @@
 // Picks the linear kernel for the ISA detected at run time.
 #include "core/cpu_features.h"
 #include "cpu/kernels.h"
+#include "cpu/linear_packed.h"
 #include "cpu/load_row.h"
 
 namespace fastdllm::cpu {
@@ -10,7 +11,7 @@ void linear_avx2(const float*, const void*, DType, const float*, const float*, f
 void linear_avx512(const float*, const void*, DType, const float*, const float*, float*, int64_t,
                    int64_t, int64_t);
 
-void linear(const float* x, const void* w, DType wt, const void* bias, DType bias_dtype,
+void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
   const float* b = static_cast<const float*>(bias);
   if (bias && bias_dtype != DType::F32) {  // small and off the hot path: models keep fp32 biases
@@ -18,7 +19,13 @@ void linear(const float* x, const void* w, DType wt, const void* bias, DType bia
     load_row_f32(bias, bias_dtype, 0, n, tmp);
     b = tmp;
   }
-  if (isa() == Isa::AVX512_BF16)
+  if (packed) {
+    const uint16_t* wp = static_cast<const uint16_t*>(w);
+    if (isa() == Isa::AVX512_BF16)
+      linear_packed_avx512bf16(x, wp, b, residual, out, m, n, k);
+    else
+      linear_packed_avx2(x, wp, b, residual, out, m, n, k);
+  } else if (isa() == Isa::AVX512_BF16)
     linear_avx512(x, w, wt, b, residual, out, m, n, k);
   else
     linear_avx2(x, w, wt, b, residual, out, m, n, k);

@@ -8,6 +8,7 @@
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
+#include "cpu/packed_weights.h"
 #include "model/weight_convert.h"
 
 namespace fastdllm {
@@ -47,17 +48,19 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
-  const size_t ws = dtype_size(weight_dtype);
-  embed_ = Buffer(size_t(c.vocab_size * H) * ws, device);
-  if (!c.tie_word_embeddings) lm_head_ = Buffer(size_t(c.vocab_size * H) * ws, device);
+  // bf16 matrices are stored packed for the CPU GEMM (cpu/packed_weights.h).
+  packed_ = weight_dtype == DType::BF16;
+  const bool pack_embed = packed_ && c.tie_word_embeddings;  // the tied embedding is the lm_head
+  embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
+  if (!c.tie_word_embeddings) lm_head_ = matrix_buffer(c.vocab_size, H, packed_);
   final_norm_ = Buffer(size_t(H) * 4, device);
   layers_.resize(size_t(c.num_layers));
   for (auto& L : layers_) {
-    L.qkv_w = Buffer(size_t(qkv * H) * ws, device);
+    L.qkv_w = matrix_buffer(qkv, H, packed_);
     L.qkv_b = Buffer(size_t(qkv) * 4, device);
-    L.o_w = Buffer(size_t(H * c.num_heads * hd) * ws, device);
-    L.gate_up_w = Buffer(size_t(2 * I * H) * ws, device);
-    L.down_w = Buffer(size_t(H * I) * ws, device);
+    L.o_w = matrix_buffer(H, c.num_heads * hd, packed_);
+    L.gate_up_w = matrix_buffer(2 * I, H, packed_);
+    L.down_w = matrix_buffer(H, I, packed_);
     L.in_norm = Buffer(size_t(H) * 4, device);
     L.post_norm = Buffer(size_t(H) * 4, device);
   }
@@ -120,28 +123,41 @@ void Model::set_weight(const std::string& name, const void* data, DType src, con
   auto put = [&](const Buffer& dst, int64_t elem_offset, DType dt) {
     convert_elements(data, src, static_cast<char*>(dst.data()) + size_t(elem_offset) * dtype_size(dt), dt, n);
   };
+  // A matrix block of rows [row0, row0 + shape[0]) of a weight with k columns.
+  auto put_rows = [&](const Buffer& dst, int64_t row0, int64_t k, bool packed) {
+    if (!packed) return put(dst, row0 * k, weight_dtype_);
+    std::vector<uint16_t> tmp;
+    const uint16_t* rows = static_cast<const uint16_t*>(data);
+    if (src != DType::BF16) {
+      tmp.resize(size_t(n));
+      convert_elements(data, src, tmp.data(), DType::BF16, n);
+      rows = tmp.data();
+    }
+    cpu::pack_bf16_rows(rows, shape[0], row0, k, static_cast<uint16_t*>(dst.data()));
+  };
+  const bool pack_embed = packed_ && c.tie_word_embeddings;
   int li;
   std::string rest;
   if (name == "model.embed_tokens.weight") {
-    put(embed_, 0, weight_dtype_);
+    put_rows(embed_, 0, H, pack_embed);
   } else if (name == "lm_head.weight") {
-    put(lm_head_, 0, weight_dtype_);
+    put_rows(lm_head_, 0, H, packed_);
   } else if (name == "model.norm.weight") {
     put(final_norm_, 0, DType::F32);
   } else if (split_layer_name(name, &li, &rest)) {
     Layer& L = layers_[size_t(li)];
     if (rest == "input_layernorm.weight") put(L.in_norm, 0, DType::F32);
     else if (rest == "post_attention_layernorm.weight") put(L.post_norm, 0, DType::F32);
-    else if (rest == "self_attn.q_proj.weight") put(L.qkv_w, 0, weight_dtype_);
-    else if (rest == "self_attn.k_proj.weight") put(L.qkv_w, q * H, weight_dtype_);
-    else if (rest == "self_attn.v_proj.weight") put(L.qkv_w, (q + kv) * H, weight_dtype_);
+    else if (rest == "self_attn.q_proj.weight") put_rows(L.qkv_w, 0, H, packed_);
+    else if (rest == "self_attn.k_proj.weight") put_rows(L.qkv_w, q, H, packed_);
+    else if (rest == "self_attn.v_proj.weight") put_rows(L.qkv_w, q + kv, H, packed_);
     else if (rest == "self_attn.q_proj.bias") put(L.qkv_b, 0, DType::F32);
     else if (rest == "self_attn.k_proj.bias") put(L.qkv_b, q, DType::F32);
     else if (rest == "self_attn.v_proj.bias") put(L.qkv_b, q + kv, DType::F32);
-    else if (rest == "self_attn.o_proj.weight") put(L.o_w, 0, weight_dtype_);
-    else if (rest == "mlp.gate_proj.weight") put(L.gate_up_w, 0, weight_dtype_);
-    else if (rest == "mlp.up_proj.weight") put(L.gate_up_w, I * H, weight_dtype_);
-    else if (rest == "mlp.down_proj.weight") put(L.down_w, 0, weight_dtype_);
+    else if (rest == "self_attn.o_proj.weight") put_rows(L.o_w, 0, q, packed_);
+    else if (rest == "mlp.gate_proj.weight") put_rows(L.gate_up_w, 0, H, packed_);
+    else if (rest == "mlp.up_proj.weight") put_rows(L.gate_up_w, I, H, packed_);
+    else if (rest == "mlp.down_proj.weight") put_rows(L.down_w, 0, I, packed_);
   }
   loaded_[name] = true;
 }
@@ -152,8 +168,17 @@ void Model::finalize() {
   ready_ = true;
 }
 
-TensorView Model::weight_view(const Buffer& b, std::initializer_list<int64_t> dims) const {
-  return b.view(weight_dtype_, dims);
+Buffer Model::matrix_buffer(int64_t rows, int64_t cols, bool packed) const {
+  if (!packed) return Buffer(size_t(rows * cols) * dtype_size(weight_dtype_), device_);
+  Buffer b(size_t(cpu::packed_elems(rows, cols)) * 2, device_);
+  if (rows % cpu::kPanelRows || cols % 2) std::memset(b.data(), 0, b.size());  // zero padding
+  return b;
+}
+
+TensorView Model::weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const {
+  TensorView v(b.data(), weight_dtype_, dims, device_);
+  v.packed = packed;
+  return v;
 }
 
 void Model::check_forward(const ForwardArgs& a) const {
@@ -210,12 +235,12 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
   const TensorView mask = a.mask ? TensorView(const_cast<uint8_t*>(a.mask), DType::U8, {n, a.n_kv}, device_) : none;
   const float scale = 1.0f / std::sqrt(float(hd));
 
-  ops::embedding(weight_view(embed_, {c.vocab_size, H}),
+  ops::embedding(weight_view(embed_, {c.vocab_size, H}, packed_ && c.tie_word_embeddings),
                  TensorView(const_cast<int32_t*>(a.tokens), DType::I32, {n}, device_), x);
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& L = layers_[size_t(li)];
     ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
-    ops::linear(h, weight_view(L.qkv_w, {qkv, H}), L.qkv_b.view(DType::F32, {qkv}), none, qkv_out);
+    ops::linear(h, weight_view(L.qkv_w, {qkv, H}, packed_), L.qkv_b.view(DType::F32, {qkv}), none, qkv_out);
     // Split the fused projection into contiguous q, k, v for RoPE and the cache.
     for (int64_t t = 0; t < n; ++t) {
       const float* row = qkv_out.ptr<float>() + t * qkv;
@@ -228,11 +253,11 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
     const PagedKV kv = a.pool->layer(li, a.page_table, a.num_pages);
     ops::kv_write(kv, k, v, a.write_start);
     ops::attention(q, kv, a.n_kv, scale, kv_limit, mask, attn);
-    ops::linear(attn, weight_view(L.o_w, {H, nq}), none, x, x);
+    ops::linear(attn, weight_view(L.o_w, {H, nq}, packed_), none, x, x);
     ops::rms_norm(x, L.post_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
-    ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}), none, none, gate_up);
+    ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), none, none, gate_up);
     ops::silu_mul(gate_up, act);
-    ops::linear(act, weight_view(L.down_w, {H, I}), none, x, x);
+    ops::linear(act, weight_view(L.down_w, {H, I}, packed_), none, x, x);
   }
   if (nl == 0) return;
   const TensorView last = view(slot[9], {nl, H});
@@ -240,7 +265,7 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
     std::memcpy(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4);
   ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
   const Buffer& head = c.tie_word_embeddings ? embed_ : lm_head_;
-  ops::linear(last, weight_view(head, {c.vocab_size, H}), none, none,
+  ops::linear(last, weight_view(head, {c.vocab_size, H}, packed_), none, none,
               TensorView(logits_out, DType::F32, {nl, c.vocab_size}, device_));
 }
 

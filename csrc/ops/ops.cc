@@ -52,8 +52,10 @@ void embedding(const TensorView& table, const TensorView& ids, const TensorView&
       FDL_CHECK(p[i] >= 0 && p[i] < table.shape[0], op, ": token id ", p[i], " at index ", i,
                 " is outside the vocabulary [0, ", table.shape[0], ")");
   }
-  need(kernels(out.device).embedding, op, out.device)(table.data, table.dtype, table.shape[1],
-                                                       ids.ptr<int32_t>(), ids.shape[0], out.ptr<float>());
+  FDL_CHECK(!table.packed || table.dtype == DType::BF16, op, ": packed tables must be bfloat16");
+  need(kernels(out.device).embedding, op, out.device)(table.data, table.dtype, table.packed, table.shape[0],
+                                                       table.shape[1], ids.ptr<int32_t>(), ids.shape[0],
+                                                       out.ptr<float>());
 }
 
 void rms_norm(const TensorView& x, const TensorView& weight, float eps, const TensorView& out) {
@@ -114,8 +116,9 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
     FDL_CHECK(residual.shape == out.shape, op, ": residual ", residual.describe(), " does not match out ",
               out.describe());
   }
+  FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
   need(kernels(x.device).linear, op, x.device)(
-      x.ptr<float>(), w.data, w.dtype, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
+      x.ptr<float>(), w.data, w.dtype, w.packed, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
       x.shape[0], w.shape[0], x.shape[1]);
 }
 

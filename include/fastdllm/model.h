@@ -65,12 +65,14 @@ class Model {
   struct Layer {
     Buffer qkv_w, qkv_b, o_w, gate_up_w, down_w, in_norm, post_norm;
   };
-  TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims) const;
+  Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
+  TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const;
   void check_forward(const ForwardArgs& a) const;
 
   ModelConfig config_;
   DType weight_dtype_;
   Device device_;
+  bool packed_ = false;  // bf16 matrices in the packed layout
   Buffer embed_, lm_head_, final_norm_, inv_freq_;
   std::vector<Layer> layers_;
   std::map<std::string, bool> loaded_;

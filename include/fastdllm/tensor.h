@@ -17,6 +17,9 @@ struct TensorView {
   void* data = nullptr;
   DType dtype = DType::F32;
   Device device = Device::CPU;
+  // A bf16 weight matrix [N, K] held in the backend's packed panel layout
+  // (csrc/cpu/packed_weights.h) rather than row-major. shape stays logical.
+  bool packed = false;
   int ndim = 0;
   std::array<int64_t, kMaxDims> shape{};
 

@@ -1,0 +1,153 @@
+"""CPU forward benchmark at the Qwen2.5-1.5B shape (random bf16 weights).
+
+Times one forward of 32, 8 and 1 new tokens over a 512-token cached prefix for
+fastdllm_rt and for a plain PyTorch forward of the same model (same dtype, same
+threads, same rows through lm_head), in the same run, and a STREAM-style triad
+so that every figure stands beside its memory floor. Prints JSON.
+
+    python bench/cpu_forward.py [--model-dir DIR] [--reps N] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fastdllm_rt  # noqa: E402
+from qwen_shapes import QWEN25_1_5B, weight_bytes_per_forward, write_random_bf16_model  # noqa: E402
+from torch_qwen2 import TorchQwen2  # noqa: E402
+
+CACHED = 512
+CASES = [(32, 8), (8, 8), (1, 1)]  # (new tokens, rows through lm_head: a sub-block's masked positions)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def triad_gbs(threads: int, mb: int = 256, reps: int = 5) -> float:
+    """a = b + 2c over arrays of mb MiB each (3 streams), best of reps, in GB/s."""
+    torch.set_num_threads(threads)
+    n = mb * (1 << 20) // 4
+    a, b, c = torch.empty(n), torch.rand(n), torch.rand(n)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.add(b, c, alpha=2.0, out=a)
+        best = min(best, time.perf_counter() - t)
+    return 3 * n * 4 / best / 1e9
+
+
+def flops(s: dict, new: int, rows: int) -> float:
+    H, I, hd = s["hidden_size"], s["intermediate_size"], s["head_dim"]
+    nh, nkv, layers, V = s["num_attention_heads"], s["num_key_value_heads"], s["num_hidden_layers"], s["vocab_size"]
+    per_token = layers * 2 * (H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * I)
+    attn = layers * 2 * 2 * nh * hd * new * (CACHED + new)
+    return new * per_token + attn + 2 * rows * H * V
+
+
+def time_it(fn, reps: int):
+    fn()  # warm-up
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", default=os.path.join(tempfile.gettempdir(), "fastdllm_bench_qwen2.5_1.5b_bf16"))
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    s = QWEN25_1_5B
+    t0 = time.perf_counter()
+    write_random_bf16_model(a.model_dir, s)
+    fastdllm_rt._C.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
+    model = fastdllm_rt.load_model(a.model_dir)
+    setup_s = time.perf_counter() - t0
+
+    pool = model.make_pool(16, (CACHED + 64) // 16 + 4)
+    table = fastdllm_rt._C.PageTable(pool)
+    table.reserve_tokens(CACHED + 32)
+    rng = np.random.default_rng(0)
+    for c0 in range(0, CACHED, 128):  # fill the cache: block-causal prefill in chunks
+        ids = rng.integers(0, 151000, 128).astype(np.int32)
+        pos = np.arange(c0, c0 + 128, dtype=np.int32)
+        model.forward(ids, pos, table, c0, c0 + 128, logit_rows=np.zeros(0, np.int32))
+
+    wbytes = weight_bytes_per_forward(s)
+    bw = triad_gbs(a.threads)
+    results = []
+    ref = None
+    if not a.skip_torch:
+        from safetensors.torch import load_file
+        ref = TorchQwen2(s, load_file(os.path.join(a.model_dir, "model.safetensors")))
+        past = [(torch.randn(s["num_key_value_heads"], CACHED, s["head_dim"]).to(torch.bfloat16),
+                 torch.randn(s["num_key_value_heads"], CACHED, s["head_dim"]).to(torch.bfloat16))
+                for _ in range(s["num_hidden_layers"])]
+    for new, rows in CASES:
+        ids = rng.integers(0, 151000, new).astype(np.int32)
+        pos = np.arange(CACHED, CACHED + new, dtype=np.int32)
+        lrows = np.arange(new - rows, new, dtype=np.int32)
+        ours = time_it(lambda: model.forward(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows),
+                       a.reps if new > 1 else 2 * a.reps)
+        entry = {"new_tokens": new, "cached_tokens": CACHED, "lm_head_rows": rows,
+                 "gflop": flops(s, new, rows) / 1e9, "fastdllm_rt_s": ours,
+                 "fastdllm_rt_median_ms": 1e3 * statistics.median(ours)}
+        m = statistics.median(ours)
+        entry["fastdllm_rt_gflops"] = entry["gflop"] / m
+        entry["fastdllm_rt_weight_gbs"] = wbytes / m / 1e9
+        entry["weight_floor_ms"] = 1e3 * wbytes / (bw * 1e9)
+        entry["fastdllm_rt_vs_floor"] = m / (wbytes / (bw * 1e9))
+        if ref is not None:
+            tids = torch.from_numpy(ids.astype(np.int64))
+            theirs = time_it(lambda: ref.forward(tids, CACHED, past, rows), a.reps if new > 1 else 2 * a.reps)
+            entry["torch_s"] = theirs
+            entry["torch_median_ms"] = 1e3 * statistics.median(theirs)
+            entry["speedup_vs_torch"] = statistics.median(theirs) / m
+        results.append(entry)
+        print(json.dumps({k: v for k, v in entry.items() if not k.endswith("_s")}), file=sys.stderr)
+
+    report = {
+        "bench": "cpu_forward",
+        "device": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
+                   "isa": fastdllm_rt.cpu_isa(), "torch": torch.__version__,
+                   "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "shape": dict(s, name="Qwen2.5-1.5B"),
+        "dtype": "bfloat16 weights (fastdllm_rt: fp32 activations unless the ISA path says otherwise)",
+        "weight_bytes_per_forward": wbytes,
+        "triad_gbs": bw,
+        "setup_s": setup_s,
+        "results": results,
+    }
+    text = json.dumps(report, indent=1)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+// Linear on packed bf16 weights (cpu/packed_weights.h), one entry per ISA.
+//   AVX-512 BF16: activations rounded to bf16 pairs, vdpbf16ps with fp32
+//     accumulators (the precision PyTorch's bf16 matmul has).
+//   AVX2: exact bf16 -> fp32 upcast of the weights, fp32 FMA on fp32 activations.
+#pragma once
+#include <cstdint>
+
+namespace fastdllm::cpu {
+
+void linear_packed_avx2(const float* x, const uint16_t* w, const float* bias, const float* residual,
+                        float* out, int64_t m, int64_t n, int64_t k);
+void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
+                              float* out, int64_t m, int64_t n, int64_t k);
+
+}  // namespace fastdllm::cpu

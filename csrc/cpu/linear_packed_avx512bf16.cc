@@ -1,0 +1,94 @@
+// AVX-512 BF16 kernel on packed bf16 weights. The activations are rounded to
+// bf16 once per call (into per-thread scratch, as k-pairs), then each k-pair
+// step is one 512-bit weight load per panel and one vdpbf16ps per (row, panel):
+// 16 columns x 2 k's x 2 flops. Register tile: MR rows x NP panels
+// (MR x NP zmm accumulators): 8 x 2 for many rows (compute-bound), 1..2 x 4 for
+// one or two rows (weight-streaming, four independent accumulator chains).
+// Compiled with AVX-512 flags; called only when cpu::isa() reports AVX512_BF16.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "cpu/linear_packed.h"
+#include "cpu/load_row.h"
+#include "cpu/packed_weights.h"
+
+namespace fastdllm::cpu {
+
+namespace {
+
+template <int MR, int NP>
+inline void tile(const uint32_t* xp, int64_t kp_n, const uint16_t* w, int64_t pi0, int64_t panels,
+                 const float* bias, const float* residual, float* out, int64_t m0, int64_t n) {
+  __m512 acc[MR][NP];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NP; ++j) acc[i][j] = _mm512_setzero_ps();
+  const uint32_t* wp[NP];
+  for (int j = 0; j < NP; ++j)
+    wp[j] = reinterpret_cast<const uint32_t*>(w) + std::min(pi0 + j, panels - 1) * kp_n * kPanelRows;
+  for (int64_t kp = 0; kp < kp_n; ++kp) {
+    __m512i wr[NP];
+    for (int j = 0; j < NP; ++j) wr[j] = _mm512_loadu_si512(wp[j] + kp * kPanelRows);
+    for (int i = 0; i < MR; ++i) {
+      const __m512i xb = _mm512_set1_epi32(int(xp[(m0 + i) * kp_n + kp]));
+      for (int j = 0; j < NP; ++j)
+        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)xb, (__m512bh)wr[j]);
+    }
+  }
+  for (int j = 0; j < NP; ++j) {
+    const int64_t n0 = (pi0 + j) * kPanelRows;
+    if (n0 >= n) break;
+    const int64_t cols = n - n0 < kPanelRows ? n - n0 : kPanelRows;
+    const __mmask16 mask = __mmask16((1u << cols) - 1u);
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
+    for (int i = 0; i < MR; ++i) {
+      float* o = out + (m0 + i) * n + n0;
+      __m512 v = _mm512_add_ps(acc[i][j], b);
+      if (residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual + (m0 + i) * n + n0));
+      _mm512_mask_storeu_ps(o, mask, v);
+    }
+  }
+}
+
+template <int MR, int NP>
+void run(const uint32_t* xp, int64_t m, int64_t kp_n, const uint16_t* w, int64_t panels, const float* bias,
+         const float* residual, float* out, int64_t n) {
+  const int64_t groups = (panels + NP - 1) / NP;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    int64_t m0 = 0;
+    for (; m0 + MR <= m; m0 += MR) tile<MR, NP>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
+    for (; m0 < m; ++m0) tile<1, NP>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
+  }
+}
+
+}  // namespace
+
+void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
+                              float* out, int64_t m, int64_t n, int64_t k) {
+  const int64_t kp_n = packed_pairs(k);
+  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
+  // Activations as bf16 pairs (round to nearest even), odd K padded with zero.
+  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m * kp_n, 0));
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * k;
+    uint32_t* d = xp + r * kp_n;
+    int64_t c = 0;
+    for (; c + 32 <= k; c += 32) {
+      // cvtne2ps_pbh(a, b): b fills the low half, a the high half of the result.
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + c + 16), _mm512_loadu_ps(xr + c));
+      _mm512_storeu_si512(d + c / 2, (__m512i)v);
+    }
+    for (; c < k; c += 2) {
+      const uint32_t lo = f32_to_bf16(xr[c]);
+      const uint32_t hi = c + 1 < k ? f32_to_bf16(xr[c + 1]) : 0u;
+      d[c / 2] = lo | (hi << 16);
+    }
+  }
+  if (m <= 2)
+    run<1, 4>(xp, m, kp_n, w, panels, bias, residual, out, n);
+  else
+    run<8, 2>(xp, m, kp_n, w, panels, bias, residual, out, n);
+}
+
+}  // namespace fastdllm::cpu
