@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cpu/kernels.h"
+#include "cpu/fast_exp.h"
 #include "cpu/load_row.h"
 #include "cpu/packed_weights.h"
 
@@ -75,11 +76,11 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
 void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
 #pragma omp parallel for schedule(static) if (rows * inter > 32768)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* g = gate_up + r * 2 * inter;
-    const float* u = g + inter;
-    float* o = out + r * inter;
+    const float* __restrict g = gate_up + r * 2 * inter;
+    const float* __restrict u = g + inter;
+    float* __restrict o = out + r * inter;
 #pragma omp simd
-    for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + fast_exp(-g[i])) * u[i];
   }
 }
 
@@ -100,7 +101,7 @@ void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* inde
     // confidence compared against the threshold is as exact as the reference's.
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < vocab; ++i) sum += double(std::exp(l[i] - mx));
+    for (int64_t i = 0; i < vocab; ++i) sum += double(fast_exp(l[i] - mx));
     index[r] = int32_t(best);
     prob[r] = float(1.0 / sum);
   }

@@ -1,6 +1,6 @@
 // Level 1 of the hierarchical KV cache: a pool of fixed-size pages. A page holds
 // page_size tokens (one decode block) of K and V for every layer:
-//   page[layer][k|v][kv_head][row][head_dim]   (fp32)
+//   page[layer][k|v][kv_head][page_size * head_dim]   (fp32; K transposed, see PagedKV)
 // Pages are reference-counted so that two sequences can point at the same
 // committed prefix; a sequence's cache is its page table (PageTable below).
 // The pool's size is fixed when it is made (the memory budget); running out

@@ -9,8 +9,10 @@
 namespace fastdllm {
 
 // One layer's K and V inside a paged cache. Token t of the sequence lives in
-// page page_table[t / page_size], row t % page_size. Elements are addressed as
-// base + page * page_stride + {k,v}_offset + head * head_stride + row * head_dim.
+// page page_table[t / page_size], row t % page_size. A head's block starts at
+// base + page * page_stride + {k,v}_offset + head * head_stride (head_stride =
+// page_size * head_dim); inside it V is row-major [row][head_dim] and K is
+// transposed [head_dim][row] (the CPU attention's score loop runs over rows).
 struct PagedKV {
   void* base = nullptr;
   DType dtype = DType::F32;

@@ -1,0 +1,111 @@
+// Attention over a paged KV cache, GQA, with a per-query key limit and/or an
+// explicit boolean mask. Work item = (query, kv head): the K/V rows of one kv
+// head are read once for all query heads of its group. Two passes over the keys
+// (scores, then softmax-weighted V) with the scores in per-thread scratch; fp32
+// throughout. Plain loops with `omp simd`, included by attention_avx2.cc and
+// attention_avx512.cc, which compile it for their ISA (the head-dim loops then
+// run 8 or 16 lanes wide); cpu::attention picks one at run time.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "cpu/fast_exp.h"
+#include "cpu/kernels.h"
+#include "cpu/load_row.h"
+
+namespace fastdllm::cpu {
+
+namespace ATTENTION_ISA {
+
+// One head's block of a page: K is stored transposed ([head_dim][page_size]),
+// so that the scores of all keys of a page against one query are page_size-wide
+// vector FMAs with no horizontal sums; V is row-major ([page_size][head_dim]).
+inline float* head_block(const PagedKV& kv, int64_t offset, int64_t head, int64_t page_idx) {
+  return static_cast<float*>(kv.base) + kv.page_table[page_idx] * kv.page_stride + offset + head * kv.head_stride;
+}
+
+inline const float* v_row(const PagedKV& kv, int64_t head, int64_t t) {
+  return head_block(kv, kv.v_offset, head, t / kv.page_size) + (t % kv.page_size) * kv.head_dim;
+}
+
+void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
+  const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads;
+#pragma omp parallel for schedule(static) if (len * nkv * hd > 65536)
+  for (int64_t t = 0; t < len; ++t)
+    for (int64_t h = 0; h < nkv; ++h) {
+      const int64_t pos = start + t, row = pos % kv.page_size;
+      float* kt = head_block(kv, kv.k_offset, h, pos / kv.page_size);
+      float* vd = head_block(kv, kv.v_offset, h, pos / kv.page_size) + row * hd;
+      const float* ks = k + (t * nkv + h) * hd;
+      const float* vs = v + (t * nkv + h) * hd;
+      for (int64_t i = 0; i < hd; ++i) {
+        kt[i * kv.page_size + row] = ks[i];
+        vd[i] = vs[i];
+      }
+    }
+}
+
+void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
+               float scale, const int32_t* kv_limit, const uint8_t* mask, float* out) {
+  const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads, group = heads / nkv;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (len_q * heads * n_kv * hd > 65536)
+  for (int64_t i = 0; i < len_q; ++i)
+    for (int64_t g = 0; g < nkv; ++g) {
+      const int64_t limit = kv_limit ? std::min<int64_t>(kv_limit[i], n_kv) : n_kv;
+      const uint8_t* mrow = mask ? mask + i * n_kv : nullptr;
+      const int64_t ps = kv.page_size;
+      float* scores = scratch_floats(group * (limit > 0 ? limit : 1), 0);
+      float* acc = scratch_floats(std::max(hd, group * ps), 1);
+      const float* qg = q + (i * heads + g * group) * hd;  // the group's query heads, [group][hd]
+      // Pass 1, page by page: acc[h][r] = q_h . k_r over the page's transposed K.
+      for (int64_t p0 = 0; p0 < limit; p0 += ps) {
+        const float* kt = head_block(kv, kv.k_offset, g, p0 / ps);
+        for (int64_t x = 0; x < group * ps; ++x) acc[x] = 0.f;
+        for (int64_t e = 0; e < hd; ++e) {
+          const float* ke = kt + e * ps;
+          for (int64_t h = 0; h < group; ++h) {
+            const float qe = qg[h * hd + e];
+            float* a = acc + h * ps;
+#pragma omp simd
+            for (int64_t r = 0; r < ps; ++r) a[r] += qe * ke[r];
+          }
+        }
+        const int64_t rows = std::min(ps, limit - p0);  // rows past the limit may hold stale data
+        for (int64_t h = 0; h < group; ++h)
+          for (int64_t r = 0; r < rows; ++r)
+            scores[h * limit + p0 + r] = (!mrow || mrow[p0 + r]) ? acc[h * ps + r] * scale : neg_inf;
+      }
+      // Pass 2: per head, softmax and the weighted sum of V.
+      for (int64_t h = 0; h < group; ++h) {
+        float* o = out + (i * heads + g * group + h) * hd;
+        float* sc = scores + h * limit;
+        float mx = neg_inf;
+        for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, sc[j]);
+        for (int64_t e = 0; e < hd; ++e) acc[e] = 0.f;
+        if (mx == neg_inf) {  // no visible key
+          for (int64_t e = 0; e < hd; ++e) o[e] = 0.f;
+          continue;
+        }
+        float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < limit; ++j) {  // masked keys hold -inf: exp gives 0
+          sc[j] = sc[j] == neg_inf ? 0.f : fast_exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        for (int64_t j = 0; j < limit; ++j) {
+          const float p = sc[j];
+          if (p == 0.f) continue;
+          const float* vr = v_row(kv, g, j);
+#pragma omp simd
+          for (int64_t e = 0; e < hd; ++e) acc[e] += p * vr[e];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t e = 0; e < hd; ++e) o[e] = acc[e] * inv;
+      }
+    }
+}
+
+}  // namespace ATTENTION_ISA
+}  // namespace fastdllm::cpu
