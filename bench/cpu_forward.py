@@ -113,7 +113,13 @@ def main():
         lrows = np.arange(new - rows, new, dtype=np.int32)
         ours = time_it(lambda: model.forward(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows),
                        a.reps if new > 1 else 2 * a.reps)
-        entry = {"new_tokens": new, "cached_tokens": CACHED, "lm_head_rows": rows,
+        # Per-op breakdown: a few more forwards with the op timers on.
+        fastdllm_rt._C.profile_start()
+        for _ in range(3):
+            model.forward(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)
+        prof = fastdllm_rt._C.profile_stop()
+        per_op = {k: round(1e3 * sec / 3, 3) for k, (_, sec) in sorted(prof.items(), key=lambda kv: -kv[1][1])}
+        entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "cached_tokens": CACHED, "lm_head_rows": rows,
                  "gflop": flops(s, new, rows) / 1e9, "fastdllm_rt_s": ours,
                  "fastdllm_rt_median_ms": 1e3 * statistics.median(ours)}
         m = statistics.median(ours)

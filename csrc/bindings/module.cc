@@ -12,6 +12,7 @@
 #include "core/cpu_features.h"
 #include "cpu/packed_weights.h"
 #include "core/cuda_runtime.h"
+#include "core/profiler.h"
 #include "fastdllm/error.h"
 #include "fastdllm/generation.h"
 #include "fastdllm/kv_cache.h"
@@ -249,6 +250,17 @@ PYBIND11_MODULE(_C, m) {
     omp_set_num_threads(n);
   });
   m.def("get_num_threads", [] { return omp_get_max_threads(); });
+  m.def("profile_start", [] {
+    profiler::take();
+    profiler::set_enabled(true);
+  }, "Start timing each op of model forwards (for benchmarks).");
+  m.def("profile_stop", [] {
+    profiler::set_enabled(false);
+    py::dict d;
+    for (const auto& kv : profiler::take())
+      d[py::str(kv.first)] = py::make_tuple(kv.second.calls, kv.second.seconds);
+    return d;
+  }, "Stop timing; returns {op: (calls, seconds)}.");
 
   py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
   bind_ops(ops_m);

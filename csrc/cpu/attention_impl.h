@@ -29,6 +29,32 @@ inline const float* v_row(const PagedKV& kv, int64_t head, int64_t t) {
   return head_block(kv, kv.v_offset, head, t / kv.page_size) + (t % kv.page_size) * kv.head_dim;
 }
 
+// Scores of one query head against the PS keys of a page (K transposed): with
+// PS a constant the accumulator row stays in registers (one zmm / two ymm).
+constexpr int64_t kFastPage = 16;
+
+template <int64_t PS>
+inline void page_scores(const float* qh, const float* kt, int64_t hd, float* out) {
+  float a[PS] = {};
+  for (int64_t e = 0; e < hd; ++e) {
+    const float qe = qh[e];
+    const float* ke = kt + e * PS;
+#pragma omp simd
+    for (int64_t r = 0; r < PS; ++r) a[r] += qe * ke[r];
+  }
+  for (int64_t r = 0; r < PS; ++r) out[r] = a[r];
+}
+
+inline void page_scores_any(const float* qh, const float* kt, int64_t hd, int64_t ps, float* out) {
+  for (int64_t r = 0; r < ps; ++r) out[r] = 0.f;
+  for (int64_t e = 0; e < hd; ++e) {
+    const float qe = qh[e];
+    const float* ke = kt + e * ps;
+#pragma omp simd
+    for (int64_t r = 0; r < ps; ++r) out[r] += qe * ke[r];
+  }
+}
+
 void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
   const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads;
 #pragma omp parallel for schedule(static) if (len * nkv * hd > 65536)
@@ -62,15 +88,11 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
       // Pass 1, page by page: acc[h][r] = q_h . k_r over the page's transposed K.
       for (int64_t p0 = 0; p0 < limit; p0 += ps) {
         const float* kt = head_block(kv, kv.k_offset, g, p0 / ps);
-        for (int64_t x = 0; x < group * ps; ++x) acc[x] = 0.f;
-        for (int64_t e = 0; e < hd; ++e) {
-          const float* ke = kt + e * ps;
-          for (int64_t h = 0; h < group; ++h) {
-            const float qe = qg[h * hd + e];
-            float* a = acc + h * ps;
-#pragma omp simd
-            for (int64_t r = 0; r < ps; ++r) a[r] += qe * ke[r];
-          }
+        for (int64_t h = 0; h < group; ++h) {
+          if (ps == kFastPage)
+            page_scores<kFastPage>(qg + h * hd, kt, hd, acc + h * ps);
+          else
+            page_scores_any(qg + h * hd, kt, hd, ps, acc + h * ps);
         }
         const int64_t rows = std::min(ps, limit - p0);  // rows past the limit may hold stale data
         for (int64_t h = 0; h < group; ++h)

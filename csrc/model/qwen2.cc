@@ -8,6 +8,7 @@
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
+#include "core/profiler.h"
 #include "cpu/packed_weights.h"
 #include "model/weight_convert.h"
 
@@ -235,31 +236,63 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
   const TensorView mask = a.mask ? TensorView(const_cast<uint8_t*>(a.mask), DType::U8, {n, a.n_kv}, device_) : none;
   const float scale = 1.0f / std::sqrt(float(hd));
 
-  ops::embedding(weight_view(embed_, {c.vocab_size, H}, packed_ && c.tie_word_embeddings),
-                 TensorView(const_cast<int32_t*>(a.tokens), DType::I32, {n}, device_), x);
+  using profiler::ScopedOpTimer;
+  {
+    ScopedOpTimer t("embedding");
+    ops::embedding(weight_view(embed_, {c.vocab_size, H}, packed_ && c.tie_word_embeddings),
+                   TensorView(const_cast<int32_t*>(a.tokens), DType::I32, {n}, device_), x);
+  }
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& L = layers_[size_t(li)];
-    ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
-    ops::linear(h, weight_view(L.qkv_w, {qkv, H}, packed_), L.qkv_b.view(DType::F32, {qkv}), none, qkv_out);
-    // Split the fused projection into contiguous q, k, v for RoPE and the cache.
-    for (int64_t t = 0; t < n; ++t) {
-      const float* row = qkv_out.ptr<float>() + t * qkv;
-      std::memcpy(q.ptr<float>() + t * nq, row, size_t(nq) * 4);
-      std::memcpy(k.ptr<float>() + t * nkv, row + nq, size_t(nkv) * 4);
-      std::memcpy(v.ptr<float>() + t * nkv, row + nq + nkv, size_t(nkv) * 4);
-    }
-    ops::rope(q, positions, inv_freq);
-    ops::rope(k, positions, inv_freq);
     const PagedKV kv = a.pool->layer(li, a.page_table, a.num_pages);
-    ops::kv_write(kv, k, v, a.write_start);
-    ops::attention(q, kv, a.n_kv, scale, kv_limit, mask, attn);
-    ops::linear(attn, weight_view(L.o_w, {H, nq}, packed_), none, x, x);
-    ops::rms_norm(x, L.post_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
-    ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), none, none, gate_up);
-    ops::silu_mul(gate_up, act);
-    ops::linear(act, weight_view(L.down_w, {H, I}, packed_), none, x, x);
+    {
+      ScopedOpTimer t("rms_norm");
+      ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
+    }
+    {
+      ScopedOpTimer t("linear_qkv");
+      ops::linear(h, weight_view(L.qkv_w, {qkv, H}, packed_), L.qkv_b.view(DType::F32, {qkv}), none, qkv_out);
+    }
+    {
+      ScopedOpTimer t("rope_and_kv_write");
+      // Split the fused projection into contiguous q, k, v for RoPE and the cache.
+      for (int64_t tk = 0; tk < n; ++tk) {
+        const float* row = qkv_out.ptr<float>() + tk * qkv;
+        std::memcpy(q.ptr<float>() + tk * nq, row, size_t(nq) * 4);
+        std::memcpy(k.ptr<float>() + tk * nkv, row + nq, size_t(nkv) * 4);
+        std::memcpy(v.ptr<float>() + tk * nkv, row + nq + nkv, size_t(nkv) * 4);
+      }
+      ops::rope(q, positions, inv_freq);
+      ops::rope(k, positions, inv_freq);
+      ops::kv_write(kv, k, v, a.write_start);
+    }
+    {
+      ScopedOpTimer t("attention");
+      ops::attention(q, kv, a.n_kv, scale, kv_limit, mask, attn);
+    }
+    {
+      ScopedOpTimer t("linear_o");
+      ops::linear(attn, weight_view(L.o_w, {H, nq}, packed_), none, x, x);
+    }
+    {
+      ScopedOpTimer t("rms_norm");
+      ops::rms_norm(x, L.post_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
+    }
+    {
+      ScopedOpTimer t("linear_gate_up");
+      ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), none, none, gate_up);
+    }
+    {
+      ScopedOpTimer t("silu_mul");
+      ops::silu_mul(gate_up, act);
+    }
+    {
+      ScopedOpTimer t("linear_down");
+      ops::linear(act, weight_view(L.down_w, {H, I}, packed_), none, x, x);
+    }
   }
   if (nl == 0) return;
+  ScopedOpTimer t("final_norm_lm_head");
   const TensorView last = view(slot[9], {nl, H});
   for (int64_t r = 0; r < nl; ++r)
     std::memcpy(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4);
