@@ -6,6 +6,8 @@
 // attention_avx512.cc, which compile it for their ISA (the head-dim loops then
 // run 8 or 16 lanes wide); cpu::attention picks one at run time.
 #pragma once
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -29,20 +31,62 @@ inline const float* v_row(const PagedKV& kv, int64_t head, int64_t t) {
   return head_block(kv, kv.v_offset, head, t / kv.page_size) + (t % kv.page_size) * kv.head_dim;
 }
 
-// Scores of one query head against the PS keys of a page (K transposed): with
-// PS a constant the accumulator row stays in registers (one zmm / two ymm).
+// The vector type of the ISA this file is compiled for.
+#ifdef __AVX512F__
+struct AVec {
+  using T = __m512;
+  static constexpr int W = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+};
+#else
+struct AVec {
+  using T = __m256;
+  static constexpr int W = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static T set1(float x) { return _mm256_set1_ps(x); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+};
+#endif
+
+// Scores of G query heads of a group against the 16 keys of a page (K
+// transposed): the G x 16 accumulators live in registers and form G
+// independent FMA chains, so the loop runs at FMA throughput. out is [G][16].
 constexpr int64_t kFastPage = 16;
 
-template <int64_t PS>
-inline void page_scores(const float* qh, const float* kt, int64_t hd, float* out) {
-  float a[PS] = {};
+template <int G>
+inline void page_scores16(const float* qg, const float* kt, int64_t hd, float* out) {
+  constexpr int NV = kFastPage / AVec::W;
+  typename AVec::T a[G][NV];
+  for (int h = 0; h < G; ++h)
+    for (int v = 0; v < NV; ++v) a[h][v] = AVec::zero();
   for (int64_t e = 0; e < hd; ++e) {
-    const float qe = qh[e];
-    const float* ke = kt + e * PS;
-#pragma omp simd
-    for (int64_t r = 0; r < PS; ++r) a[r] += qe * ke[r];
+    typename AVec::T k[NV];
+    for (int v = 0; v < NV; ++v) k[v] = AVec::load(kt + e * kFastPage + v * AVec::W);
+    for (int h = 0; h < G; ++h) {
+      const typename AVec::T qb = AVec::set1(qg[h * hd + e]);
+      for (int v = 0; v < NV; ++v) a[h][v] = AVec::fma(qb, k[v], a[h][v]);
+    }
   }
-  for (int64_t r = 0; r < PS; ++r) out[r] = a[r];
+  for (int h = 0; h < G; ++h)
+    for (int v = 0; v < NV; ++v) AVec::store(out + h * kFastPage + v * AVec::W, a[h][v]);
+}
+
+// Heads are taken in chunks of up to 4 (4 x 16 accumulators fit the AVX2 registers).
+inline void group_page_scores(const float* qg, const float* kt, int64_t hd, int64_t group, float* out) {
+  int64_t h = 0;
+  for (; h + 4 <= group; h += 4) page_scores16<4>(qg + h * hd, kt, hd, out + h * kFastPage);
+  switch (group - h) {
+    case 3: page_scores16<3>(qg + h * hd, kt, hd, out + h * kFastPage); break;
+    case 2: page_scores16<2>(qg + h * hd, kt, hd, out + h * kFastPage); break;
+    case 1: page_scores16<1>(qg + h * hd, kt, hd, out + h * kFastPage); break;
+    default: break;
+  }
 }
 
 inline void page_scores_any(const float* qh, const float* kt, int64_t hd, int64_t ps, float* out) {
@@ -88,12 +132,10 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
       // Pass 1, page by page: acc[h][r] = q_h . k_r over the page's transposed K.
       for (int64_t p0 = 0; p0 < limit; p0 += ps) {
         const float* kt = head_block(kv, kv.k_offset, g, p0 / ps);
-        for (int64_t h = 0; h < group; ++h) {
-          if (ps == kFastPage)
-            page_scores<kFastPage>(qg + h * hd, kt, hd, acc + h * ps);
-          else
-            page_scores_any(qg + h * hd, kt, hd, ps, acc + h * ps);
-        }
+        if (ps == kFastPage)
+          group_page_scores(qg, kt, hd, group, acc);
+        else
+          for (int64_t h = 0; h < group; ++h) page_scores_any(qg + h * hd, kt, hd, ps, acc + h * ps);
         const int64_t rows = std::min(ps, limit - p0);  // rows past the limit may hold stale data
         for (int64_t h = 0; h < group; ++h)
           for (int64_t r = 0; r < rows; ++r)
@@ -104,7 +146,8 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
         float* o = out + (i * heads + g * group + h) * hd;
         float* sc = scores + h * limit;
         float mx = neg_inf;
-        for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, sc[j]);
+#pragma omp simd reduction(max : mx)
+        for (int64_t j = 0; j < limit; ++j) mx = sc[j] > mx ? sc[j] : mx;
         for (int64_t e = 0; e < hd; ++e) acc[e] = 0.f;
         if (mx == neg_inf) {  // no visible key
           for (int64_t e = 0; e < hd; ++e) o[e] = 0.f;
@@ -116,12 +159,31 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
           sc[j] = sc[j] == neg_inf ? 0.f : fast_exp(sc[j] - mx);
           sum += sc[j];
         }
-        for (int64_t j = 0; j < limit; ++j) {
+        // acc = sum_j p_j v_j, in chunks of 8 vectors of the head dim held in registers.
+        constexpr int64_t kChunk = 8 * AVec::W;
+        int64_t e0 = 0;
+        for (; e0 + kChunk <= hd; e0 += kChunk) {
+          typename AVec::T o[8];
+          for (int c = 0; c < 8; ++c) o[c] = AVec::zero();
+          for (int64_t p0 = 0; p0 < limit; p0 += ps) {  // page by page: no division per key
+            const float* vp = head_block(kv, kv.v_offset, g, p0 / ps) + e0;
+            const int64_t rows = std::min(ps, limit - p0);
+            for (int64_t r = 0; r < rows; ++r) {
+              const float p = sc[p0 + r];
+              if (p == 0.f) continue;
+              const typename AVec::T pb = AVec::set1(p);
+              const float* vr = vp + r * hd;
+              for (int c = 0; c < 8; ++c) o[c] = AVec::fma(pb, AVec::load(vr + c * AVec::W), o[c]);
+            }
+          }
+          for (int c = 0; c < 8; ++c) AVec::store(acc + e0 + c * AVec::W, o[c]);
+        }
+        for (int64_t j = 0; e0 < hd && j < limit; ++j) {  // head-dim tail
           const float p = sc[j];
           if (p == 0.f) continue;
           const float* vr = v_row(kv, g, j);
 #pragma omp simd
-          for (int64_t e = 0; e < hd; ++e) acc[e] += p * vr[e];
+          for (int64_t e = e0; e < hd; ++e) acc[e] += p * vr[e];
         }
         const float inv = 1.0f / sum;
         for (int64_t e = 0; e < hd; ++e) o[e] = acc[e] * inv;
