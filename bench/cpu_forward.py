@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,22 +22,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
+from bench_util import cpu_name, emit  # noqa: E402
 from qwen_shapes import QWEN25_1_5B, weight_bytes_per_forward, write_random_bf16_model  # noqa: E402
 from torch_qwen2 import TorchQwen2  # noqa: E402
 
 CACHED = 512
 CASES = [(32, 8), (8, 8), (1, 1)]  # (new tokens, rows through lm_head: a sub-block's masked positions)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def triad_gbs(threads: int, mb: int = 256, reps: int = 5) -> float:
@@ -162,11 +151,7 @@ def main():
         "setup_s": setup_s,
         "results": results,
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(report, a.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
-from cpu_forward import cpu_name  # noqa: E402
+from bench_util import cpu_name, emit  # noqa: E402
 from qwen_shapes import QWEN25_1_5B, write_random_bf16_model  # noqa: E402
 
 
@@ -54,11 +54,7 @@ def main():
               "settings": {"prompt_tokens": a.prompt_tokens, "max_new_tokens": a.max_new_tokens,
                            "block_size": 32, "sub_block_size": 8, "threshold": a.threshold},
               "runs": runs}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    emit(report, a.out)
 
 
 if __name__ == "__main__":
