@@ -45,6 +45,9 @@ if(FASTDLLM_HAVE_CUDA)
 
   add_library(fastdllm_cuda OBJECT
     csrc/cuda/gemm/gemm_bf16_sm90.cu
+    csrc/cuda/gemm/linear.cu
+    csrc/cuda/elementwise/elementwise.cu
+    csrc/cuda/attention/paged_attention.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc
     "${CUTLASS_DIR}/include" "${CUTLASS_DIR}/tools/util/include")

@@ -12,6 +12,7 @@
 #include "core/cpu_features.h"
 #include "cpu/packed_weights.h"
 #include "core/cuda_runtime.h"
+#include "core/device_memory.h"
 #include "core/profiler.h"
 #include "fastdllm/error.h"
 #include "fastdllm/generation.h"
@@ -158,17 +159,50 @@ void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, 
   m.set_weight(name, info.ptr, t, shape);
 }
 
+// Runs one op on a device for the tests: inputs are uploaded, outputs are
+// registered and copied back into their numpy arrays by finish().
+struct OnDevice {
+  Device dev;
+  std::vector<Buffer> bufs;
+  std::vector<std::pair<TensorView, TensorView>> outs;
+
+  explicit OnDevice(const std::string& name) {
+    FDL_CHECK(name == "cpu" || name == "cuda", "device must be 'cpu' or 'cuda', got '", name, "'");
+    dev = name == "cuda" ? Device::CUDA : Device::CPU;
+  }
+  TensorView in(const TensorView& host) {
+    if (dev == Device::CPU || !host.defined()) return host;
+    bufs.emplace_back(host.nbytes(), dev);
+    copy_bytes(bufs.back().data(), host.data, host.nbytes(), dev);
+    TensorView v = host;
+    v.data = bufs.back().data();
+    v.device = dev;
+    return v;
+  }
+  TensorView out(const TensorView& host) {
+    TensorView v = in(host);
+    outs.emplace_back(host, v);
+    return v;
+  }
+  void finish() {
+    if (dev == Device::CPU) return;
+    for (auto& hv : outs) copy_bytes(hv.first.data, hv.second.data, hv.first.nbytes(), dev);
+  }
+};
+
 void bind_ops(py::module_& m) {
   // Thin numpy wrappers used by the kernel tests; each allocates its output.
   m.def("embedding", [](py::array table, py::array ids, const std::string& dt, bool packed, int64_t rows,
-                        int64_t cols) {
+                        int64_t cols, const std::string& device) {
     TensorView t = as_view(table, dt);
     if (packed) t = packed_view(t, rows, cols);
     auto out = empty_f32({ids.shape(0), py::ssize_t(t.shape[1])});
-    ops::embedding(t, as_view(ids), as_view(out));
+    OnDevice d(device);
+    ops::embedding(d.in(t), d.in(as_view(ids)), d.out(as_view(out)));
+    d.finish();
     return out;
   }, py::arg("table"), py::arg("ids"), py::arg("table_dtype") = "", py::arg("packed") = false,
-     py::arg("rows") = 0, py::arg("cols") = 0);
+     py::arg("rows") = 0, py::arg("cols") = 0, py::arg("device") = "cpu");
   m.def("pack_bf16", [](py::array_t<uint16_t, py::array::c_style> w) {
     FDL_CHECK(w.ndim() == 2, "pack_bf16: weight must be 2-d");
     const int64_t n = w.shape(0), k = w.shape(1);
@@ -178,20 +212,24 @@ void bind_ops(py::module_& m) {
     // Logical shape travels with the array so linear() can recover it.
     return py::make_tuple(out, n, k);
   }, "Packs a bf16 (uint16) [N, K] matrix into the CPU GEMM layout: (packed, N, K).");
-  m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt) {
+  m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt, const std::string& device) {
     auto out = empty_f32({x.shape(0), x.shape(1)});
-    ops::rms_norm(as_view(x), as_view(w, dt), eps, as_view(out));
+    OnDevice d(device);
+    ops::rms_norm(d.in(as_view(x)), d.in(as_view(w, dt)), eps, d.out(as_view(out)));
+    d.finish();
     return out;
-  }, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("weight_dtype") = "");
-  m.def("rope", [](py::array x, py::array pos, py::array inv_freq) {
+  }, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("weight_dtype") = "", py::arg("device") = "cpu");
+  m.def("rope", [](py::array x, py::array pos, py::array inv_freq, const std::string& device) {
     // rope works in place: run it on a copy.
     py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
     std::memcpy(y.mutable_data(), x.data(), size_t(x.nbytes()));
-    ops::rope(as_view(y), as_view(pos), as_view(inv_freq));
+    OnDevice d(device);
+    ops::rope(d.out(as_view(y)), d.in(as_view(pos)), d.in(as_view(inv_freq)));
+    d.finish();
     return y;
-  });
+  }, py::arg("x"), py::arg("positions"), py::arg("inv_freq"), py::arg("device") = "cpu");
   m.def("linear", [](py::array x, py::object w, py::object bias, py::object residual, const std::string& dt,
-                     const std::string& bias_dt, bool packed) {
+                     const std::string& bias_dt, bool packed, const std::string& device) {
     TensorView wv;
     if (packed) {  // w is pack_bf16's (packed, N, K)
       auto t = w.cast<py::tuple>();
@@ -200,36 +238,52 @@ void bind_ops(py::module_& m) {
       wv = as_view(w.cast<py::array>(), dt);
     }
     auto out = empty_f32({x.shape(0), py::ssize_t(wv.shape[0])});
-    const TensorView xv = as_view(x), bv = opt_view(bias, bias_dt), rv = opt_view(residual), ov = as_view(out);
-    py::gil_scoped_release nogil;
-    ops::linear(xv, wv, bv, rv, ov);
+    OnDevice d(device);
+    const TensorView xv = d.in(as_view(x)), bv = d.in(opt_view(bias, bias_dt)), rv = d.in(opt_view(residual)),
+                     ov = d.out(as_view(out)), wd = d.in(wv);
+    {
+      py::gil_scoped_release nogil;
+      ops::linear(xv, wd, bv, rv, ov);
+    }
+    d.finish();
     return out;
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
-     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false);
-  m.def("silu_mul", [](py::array gu) {
+     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false, py::arg("device") = "cpu");
+  m.def("silu_mul", [](py::array gu, const std::string& device) {
     auto out = empty_f32({gu.shape(0), gu.shape(1) / 2});
-    ops::silu_mul(as_view(gu), as_view(out));
+    OnDevice d(device);
+    ops::silu_mul(d.in(as_view(gu)), d.out(as_view(out)));
+    d.finish();
     return out;
-  });
-  m.def("add", [](py::array a, py::array b) {
+  }, py::arg("gate_up"), py::arg("device") = "cpu");
+  m.def("add", [](py::array a, py::array b, const std::string& device) {
     auto out = empty_f32(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
-    ops::add(as_view(a), as_view(b), as_view(out));
+    OnDevice d(device);
+    ops::add(d.in(as_view(a)), d.in(as_view(b)), d.out(as_view(out)));
+    d.finish();
     return out;
-  });
-  m.def("argmax_prob", [](py::array logits) {
+  }, py::arg("a"), py::arg("b"), py::arg("device") = "cpu");
+  m.def("argmax_prob", [](py::array logits, const std::string& device) {
     py::array_t<int32_t> idx(logits.shape(0));
     auto prob = empty_f32({logits.shape(0)});
-    ops::argmax_prob(as_view(logits), as_view(idx), as_view(prob));
+    OnDevice d(device);
+    ops::argmax_prob(d.in(as_view(logits)), d.out(as_view(idx)), d.out(as_view(prob)));
+    d.finish();
     return py::make_tuple(idx, prob);
-  });
+  }, py::arg("logits"), py::arg("device") = "cpu");
   // Attention over a paged cache built from dense k, v [n_kv, kv_heads, hd]
   // scattered into the pool pages listed in page_table.
   m.def("paged_attention", [](py::array q, py::array k, py::array v, PagePool& pool, std::vector<int32_t> table,
                               float scale, py::object kv_limit, py::object mask) {
-    const PagedKV kv = pool.layer(0, table.data(), int(table.size()));
-    ops::kv_write(kv, as_view(k), as_view(v), 0);
+    // The pool's device decides where the op runs; the page table goes with it.
+    OnDevice d(device_name(pool.device()));
+    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
+    const PagedKV kv = pool.layer(0, t.ptr<int32_t>(), int(table.size()));
+    ops::kv_write(kv, d.in(as_view(k)), d.in(as_view(v)), 0);
     auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
-    ops::attention(as_view(q), kv, k.shape(0), scale, opt_view(kv_limit), opt_view(mask, "uint8"), as_view(out));
+    ops::attention(d.in(as_view(q)), kv, k.shape(0), scale, d.in(opt_view(kv_limit)), d.in(opt_view(mask, "uint8")),
+                   d.out(as_view(out)));
+    d.finish();
     return out;
   }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pool"), py::arg("page_table"), py::arg("scale"),
      py::arg("kv_limit") = py::none(), py::arg("mask") = py::none());
@@ -266,12 +320,13 @@ PYBIND11_MODULE(_C, m) {
   bind_ops(ops_m);
 
   py::class_<PagePool>(m, "PagePool")
-      .def(py::init([](int num_layers, int num_kv_heads, int head_dim, int page_size, int64_t max_pages) {
+      .def(py::init([](int num_layers, int num_kv_heads, int head_dim, int page_size, int64_t max_pages,
+                       const std::string& device) {
              KVGeometry g{num_layers, num_kv_heads, head_dim, page_size};
-             return new PagePool(g, max_pages);
+             return new PagePool(g, max_pages, OnDevice(device).dev);
            }),
            py::arg("num_layers"), py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("page_size"),
-           py::arg("max_pages"))
+           py::arg("max_pages"), py::arg("device") = "cpu")
       .def_property_readonly("capacity", &PagePool::capacity)
       .def_property_readonly("pages_in_use", &PagePool::pages_in_use)
       .def_property_readonly("page_bytes", [](const PagePool& p) { return p.geometry().page_bytes(); })
@@ -287,17 +342,20 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("capacity_tokens", &PageTable::capacity_tokens);
 
   py::class_<Model>(m, "Model")
-      .def(py::init([](const py::dict& cfg, const std::string& dtype) {
-             return new Model(config_from_dict(cfg), dtype_from_name(dtype.c_str()));
+      .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device) {
+             FDL_CHECK(device == "cpu" || device == "cuda", "device must be 'cpu' or 'cuda', got '", device, "'");
+             return new Model(config_from_dict(cfg), dtype_from_name(dtype.c_str()),
+                              device == "cuda" ? Device::CUDA : Device::CPU);
            }),
-           py::arg("config"), py::arg("dtype"))
+           py::arg("config"), py::arg("dtype"), py::arg("device") = "cpu")
+      .def_property_readonly("device", [](const Model& mdl) { return std::string(device_name(mdl.device())); })
       .def("expected_weights", &Model::expected_weights)
       .def("set_weight", &model_set_weight)
       .def("finalize", &Model::finalize)
       .def_property_readonly("ready", &Model::ready)
       .def_property_readonly("dtype", [](const Model& mdl) { return std::string(dtype_name(mdl.weight_dtype())); })
       .def("make_pool", [](const Model& mdl, int page_size, int64_t max_pages) {
-             return new PagePool(mdl.kv_geometry(page_size), max_pages);
+             return new PagePool(mdl.kv_geometry(page_size), max_pages, mdl.device());
            }, py::arg("page_size"), py::arg("max_pages"))
       .def("forward", &model_forward, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(),

@@ -1,15 +1,34 @@
-// Entry points of the CUDA kernels (csrc/cuda/**.cu). Plain C++: pointers, sizes
-// and a stream, a status back. Declared here so the op table and the bindings can
-// reach them without including CUDA headers.
+// Entry points of the CUDA kernels (csrc/cuda/**.cu). Plain C++: device
+// pointers, sizes, and the legacy default stream for now; they return after
+// queueing work (errors surface through check_launch()). The signatures mirror
+// ops::KernelTable so that the table can point at them directly.
 #pragma once
 #include <cstdint>
 
+#include "fastdllm/dtype.h"
+#include "fastdllm/ops.h"
+
 namespace fastdllm::cuda {
 
-// Status codes of a kernel launch: 0 = ok, otherwise a CUTLASS/CUDA failure
-// described by last_error().
-int gemm_bf16_sm90(const void* a, const void* w, void* d, int64_t m, int64_t n, int64_t k,
-                   void* stream);
+// Throws RuntimeError naming the kernel if the last launch failed.
+void check_launch(const char* kernel);
+
+void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t hidden, const int32_t* ids,
+               int64_t n, float* out);
+void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps, float* out);
+void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq);
+void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
+            const float* residual, float* out, int64_t m, int64_t n, int64_t k);
+void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
+void add(const float* a, const float* b, float* out, int64_t n);
+void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start);
+void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
+               const int32_t* kv_limit, const uint8_t* mask, float* out);
+void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
+
+// CUTLASS sm90 GEMM: D[M, N] (fp32) = A[M, K] (bf16) @ W[N, K]^T (bf16).
+// Returns 0 on success, otherwise a code described by last_error().
+int gemm_bf16_sm90(const void* a, const void* w, float* d, int64_t m, int64_t n, int64_t k, void* stream);
 const char* last_error();
 
 }  // namespace fastdllm::cuda

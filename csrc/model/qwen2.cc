@@ -8,6 +8,8 @@
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
+#include "core/cuda_runtime.h"
+#include "core/device_memory.h"
 #include "core/profiler.h"
 #include "cpu/packed_weights.h"
 #include "model/weight_convert.h"
@@ -44,13 +46,19 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   config_.validate();
   FDL_CHECK(is_float(weight_dtype), "model dtype must be float32, float16 or bfloat16, got ",
             dtype_name(weight_dtype));
-  FDL_CHECK(device == Device::CPU, "the model forward runs on the CPU backend only in this build; "
-            "device '", device_name(device), "' is not supported yet");
+  if (device == Device::CUDA) {
+    const cuda::Status st = cuda::status();
+    FDL_CHECK(st.built && st.device_count > 0, "device 'cuda' is not available: ",
+              st.message.empty() ? "no CUDA device" : st.message);
+  }
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
   // bf16 matrices are stored packed for the CPU GEMM (cpu/packed_weights.h).
-  packed_ = weight_dtype == DType::BF16;
+  packed_ = weight_dtype == DType::BF16 && device == Device::CPU;
+  act_ = Buffer(64, device);
+  staging_ = Buffer(64, device);
+  logits_dev_ = Buffer(64, device);
   const bool pack_embed = packed_ && c.tie_word_embeddings;  // the tied embedding is the lm_head
   embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
   if (!c.tie_word_embeddings) lm_head_ = matrix_buffer(c.vocab_size, H, packed_);
@@ -67,9 +75,10 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   }
   // inv_freq = 1 / theta^(2i/hd) in fp32, as HF computes it.
   inv_freq_ = Buffer(size_t(hd / 2) * 4, device);
-  float* f = static_cast<float*>(inv_freq_.data());
+  std::vector<float> f(size_t(hd / 2));
   for (int64_t i = 0; i < hd / 2; ++i)
-    f[i] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
+    f[size_t(i)] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
+  copy_bytes(inv_freq_.data(), f.data(), f.size() * 4, device);
   for (const auto& kv : expected_weights()) loaded_[kv.first] = false;
 }
 
@@ -122,7 +131,11 @@ void Model::set_weight(const std::string& name, const void* data, DType src, con
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   auto put = [&](const Buffer& dst, int64_t elem_offset, DType dt) {
-    convert_elements(data, src, static_cast<char*>(dst.data()) + size_t(elem_offset) * dtype_size(dt), dt, n);
+    char* d = static_cast<char*>(dst.data()) + size_t(elem_offset) * dtype_size(dt);
+    if (device_ == Device::CPU) return convert_elements(data, src, d, dt, n);
+    std::vector<char> host(size_t(n) * dtype_size(dt));  // convert on the host, then upload
+    convert_elements(data, src, host.data(), dt, n);
+    copy_bytes(d, host.data(), host.size(), device_);
   };
   // A matrix block of rows [row0, row0 + shape[0]) of a weight with k columns.
   auto put_rows = [&](const Buffer& dst, int64_t row0, int64_t k, bool packed) {
@@ -187,6 +200,8 @@ void Model::check_forward(const ForwardArgs& a) const {
   FDL_CHECK(a.n > 0, "forward: no tokens");
   FDL_CHECK(a.tokens && a.positions, "forward: tokens and positions are required");
   FDL_CHECK(a.pool != nullptr, "forward: no KV cache");
+  FDL_CHECK(a.pool->device() == device_, "forward: the KV cache is on ", device_name(a.pool->device()),
+            ", the model on ", device_name(device_));
   const KVGeometry& g = a.pool->geometry();
   FDL_CHECK(g.num_layers == config_.num_layers && g.num_kv_heads == config_.num_kv_heads &&
                 g.head_dim == config_.head_dim,
@@ -230,21 +245,43 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
                    v = view(slot[5], {n, c.num_kv_heads, hd});
   const TensorView attn = view(slot[6], {n, nq}), gate_up = view(slot[7], {n, 2 * I}), act = view(slot[8], {n, I});
   const TensorView none;
-  const TensorView positions(const_cast<int32_t*>(a.positions), DType::I32, {n}, device_);
+  // On a GPU the per-forward host arrays (tokens, positions, visibility, page
+  // table) go up in one staging buffer; on the CPU they are used in place.
+  const int32_t *tokens_p = a.tokens, *positions_p = a.positions, *limit_p = a.kv_limit, *table_p = a.page_table;
+  const uint8_t* mask_p = a.mask;
+  if (device_ != Device::CPU) {
+    const size_t ints = size_t(3 * n + a.num_pages);
+    staging_.reserve(ints * 4 + (a.mask ? size_t(n * a.n_kv) : 0));
+    int32_t* s32 = static_cast<int32_t*>(staging_.data());
+    copy_bytes(s32, a.tokens, size_t(n) * 4, device_);
+    copy_bytes(s32 + n, a.positions, size_t(n) * 4, device_);
+    if (a.kv_limit) copy_bytes(s32 + 2 * n, a.kv_limit, size_t(n) * 4, device_);
+    copy_bytes(s32 + 3 * n, a.page_table, size_t(a.num_pages) * 4, device_);
+    tokens_p = s32;
+    positions_p = s32 + n;
+    limit_p = a.kv_limit ? s32 + 2 * n : nullptr;
+    table_p = s32 + 3 * n;
+    if (a.mask) {
+      uint8_t* m8 = reinterpret_cast<uint8_t*>(s32 + ints);
+      copy_bytes(m8, a.mask, size_t(n * a.n_kv), device_);
+      mask_p = m8;
+    }
+  }
+  const TensorView positions(const_cast<int32_t*>(positions_p), DType::I32, {n}, device_);
   const TensorView inv_freq = inv_freq_.view(DType::F32, {hd / 2});
-  const TensorView kv_limit = a.kv_limit ? TensorView(const_cast<int32_t*>(a.kv_limit), DType::I32, {n}, device_) : none;
-  const TensorView mask = a.mask ? TensorView(const_cast<uint8_t*>(a.mask), DType::U8, {n, a.n_kv}, device_) : none;
+  const TensorView kv_limit = limit_p ? TensorView(const_cast<int32_t*>(limit_p), DType::I32, {n}, device_) : none;
+  const TensorView mask = mask_p ? TensorView(const_cast<uint8_t*>(mask_p), DType::U8, {n, a.n_kv}, device_) : none;
   const float scale = 1.0f / std::sqrt(float(hd));
 
   using profiler::ScopedOpTimer;
   {
     ScopedOpTimer t("embedding");
     ops::embedding(weight_view(embed_, {c.vocab_size, H}, packed_ && c.tie_word_embeddings),
-                   TensorView(const_cast<int32_t*>(a.tokens), DType::I32, {n}, device_), x);
+                   TensorView(const_cast<int32_t*>(tokens_p), DType::I32, {n}, device_), x);
   }
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& L = layers_[size_t(li)];
-    const PagedKV kv = a.pool->layer(li, a.page_table, a.num_pages);
+    const PagedKV kv = a.pool->layer(li, table_p, a.num_pages);
     {
       ScopedOpTimer t("rms_norm");
       ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
@@ -256,12 +293,10 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
     {
       ScopedOpTimer t("rope_and_kv_write");
       // Split the fused projection into contiguous q, k, v for RoPE and the cache.
-      for (int64_t tk = 0; tk < n; ++tk) {
-        const float* row = qkv_out.ptr<float>() + tk * qkv;
-        std::memcpy(q.ptr<float>() + tk * nq, row, size_t(nq) * 4);
-        std::memcpy(k.ptr<float>() + tk * nkv, row + nq, size_t(nkv) * 4);
-        std::memcpy(v.ptr<float>() + tk * nkv, row + nq + nkv, size_t(nkv) * 4);
-      }
+      const float* src = qkv_out.ptr<float>();
+      copy_2d(q.data, size_t(nq) * 4, src, size_t(qkv) * 4, size_t(nq) * 4, size_t(n), device_);
+      copy_2d(k.data, size_t(nkv) * 4, src + nq, size_t(qkv) * 4, size_t(nkv) * 4, size_t(n), device_);
+      copy_2d(v.data, size_t(nkv) * 4, src + nq + nkv, size_t(qkv) * 4, size_t(nkv) * 4, size_t(n), device_);
       ops::rope(q, positions, inv_freq);
       ops::rope(k, positions, inv_freq);
       ops::kv_write(kv, k, v, a.write_start);
@@ -295,11 +330,18 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
   ScopedOpTimer t("final_norm_lm_head");
   const TensorView last = view(slot[9], {nl, H});
   for (int64_t r = 0; r < nl; ++r)
-    std::memcpy(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4);
+    copy_bytes(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4, device_);
   ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
   const Buffer& head = c.tie_word_embeddings ? embed_ : lm_head_;
+  // logits_out is host memory: on a GPU the logits land in scratch and come down.
+  float* dst = logits_out;
+  if (device_ != Device::CPU) {
+    logits_dev_.reserve(size_t(nl * c.vocab_size) * 4);
+    dst = static_cast<float*>(logits_dev_.data());
+  }
   ops::linear(last, weight_view(head, {c.vocab_size, H}, packed_), none, none,
-              TensorView(logits_out, DType::F32, {nl, c.vocab_size}, device_));
+              TensorView(dst, DType::F32, {nl, c.vocab_size}, device_));
+  if (dst != logits_out) copy_bytes(logits_out, dst, size_t(nl * c.vocab_size) * 4, device_);
 }
 
 }  // namespace fastdllm

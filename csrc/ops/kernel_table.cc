@@ -1,6 +1,9 @@
 #include "ops/kernel_table.h"
 
 #include "cpu/kernels.h"
+#ifdef FASTDLLM_WITH_CUDA
+#include "cuda/cuda_kernels.h"
+#endif
 
 namespace fastdllm::ops {
 
@@ -18,12 +21,25 @@ static KernelTable make_cpu_table() {
   return t;
 }
 
+static KernelTable make_cuda_table() {
+  KernelTable t;
+#ifdef FASTDLLM_WITH_CUDA
+  t.embedding = cuda::embedding;
+  t.rms_norm = cuda::rms_norm;
+  t.rope = cuda::rope;
+  t.linear = cuda::linear;
+  t.silu_mul = cuda::silu_mul;
+  t.add = cuda::add;
+  t.kv_write = cuda::kv_write;
+  t.attention = cuda::attention;
+  t.argmax_prob = cuda::argmax_prob;
+#endif
+  return t;  // without the CUDA build every entry stays null: "not implemented for device cuda"
+}
+
 const KernelTable& kernels(Device device) {
   static const KernelTable cpu_table = make_cpu_table();
-  // The CUDA backend has only its GEMM so far (csrc/cuda/gemm); until the
-  // elementwise and attention kernels land, every op on CUDA reports that it
-  // is not implemented rather than running half on each device.
-  static const KernelTable cuda_table{};
+  static const KernelTable cuda_table = make_cuda_table();
   return device == Device::CPU ? cpu_table : cuda_table;
 }
 

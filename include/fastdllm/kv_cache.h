@@ -25,6 +25,7 @@ class PagePool {
   PagePool(const KVGeometry& g, int64_t max_pages, Device device = Device::CPU);
 
   const KVGeometry& geometry() const { return geom_; }
+  Device device() const { return device_; }
   int64_t capacity() const { return int64_t(refcount_.size()); }
   int64_t pages_in_use() const { return capacity() - int64_t(free_.size()); }
   int32_t refcount(int32_t page) const { return refcount_.at(size_t(page)); }

@@ -77,8 +77,10 @@ class Model {
   std::vector<Layer> layers_;
   std::map<std::string, bool> loaded_;
   bool ready_ = false;
-  // Activation arena, grown to the largest forward seen and reused.
+  // Activation arena, grown to the largest forward seen and reused; on a GPU
+  // also the staging of per-forward host arrays and the logits before download.
   Buffer act_;
+  Buffer staging_, logits_dev_;
 };
 
 }  // namespace fastdllm

@@ -62,8 +62,9 @@ class Engine:
 
     Args:
         path: Hugging Face model folder (config.json, safetensors, tokenizer files).
-        device: "auto" | "cpu" | "cuda". This release runs the model on the CPU;
-            "cuda" raises until the CUDA forward lands, "auto" picks the CPU.
+        device: "auto" | "cpu" | "cuda". "auto" is the CPU: the CUDA path is
+            built and compiles, but has not yet been run on a GPU, so it is
+            opt-in ("cuda", which raises a clear error without a device).
         dtype: weight storage dtype: "auto" (the checkpoint's), "bfloat16",
             "float16" or "float32". Compute is fp32.
         max_seq_len: longest prompt + generation (default: the config's
@@ -78,23 +79,21 @@ class Engine:
                  max_memory: Union[int, str, None] = None, page_size: int = 16, threads: Optional[int] = None):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        if device == "cuda":
-            st = _C.cuda_status()
-            why = st["message"] or "the CUDA backend is built, but its model forward is not implemented yet"
-            raise ValueError(f"device='cuda' is not available: {why}. Use device='cpu'.")
+        if device == "cuda" and not _C.cuda_status()["available"]:
+            raise ValueError(f"device='cuda' is not available: {_C.cuda_status()['message']}. Use device='cpu'.")
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size <= 0:
             raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
         if threads is not None:
             _C.set_num_threads(threads)
         self.path = path
-        self.device = "cpu"
+        self.device = "cuda" if device == "cuda" else "cpu"
         self.config = read_config(path)
         if max_seq_len is None:
             max_seq_len = min(self.config.max_position_embeddings, 32768)
         if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len <= 0:
             raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
         self.max_seq_len = max_seq_len
-        self.model = load_model(path, dtype=dtype, config=self.config)
+        self.model = load_model(path, dtype=dtype, config=self.config, device=self.device)
         self.page_size = page_size
         page_bytes = (self.config.num_hidden_layers * 2 * self.config.num_key_value_heads * page_size
                       * self.config.head_dim * 4)

@@ -192,12 +192,12 @@ def checkpoint_dtype(config: ModelConfig, shards: Dict[str, str]) -> str:
     return "bfloat16"
 
 
-def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None):
+def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu"):
     """Loads the weights of a model folder into a native ``_C.Model``.
 
     ``dtype`` is the weight storage dtype: ``auto`` keeps the checkpoint's
     (``torch_dtype`` in config.json), or one of float32 / float16 / bfloat16.
-    Compute is fp32 on the CPU whatever the weight dtype.
+    Activations are fp32 whatever the weight dtype. ``device``: "cpu" or "cuda".
     """
     if dtype not in DTYPES:
         raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
@@ -205,7 +205,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
     shards = shard_map(model_dir)
     wdtype = checkpoint_dtype(config, shards) if dtype == "auto" else dtype
     try:
-        model = _C.Model(config.native_dict(), wdtype)
+        model = _C.Model(config.native_dict(), wdtype, device)
     except ValueError as e:
         raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
     expected = model.expected_weights()

@@ -1,4 +1,4 @@
-// D[M, N] = A[M, K] @ W[N, K]^T in bf16 with fp32 accumulation, for sm_90a.
+// D[M, N] (fp32) = A[M, K] @ W[N, K]^T, bf16 operands, fp32 accumulation, sm_90a.
 //
 // Layouts: A row-major (activations), W row-major [N, K] as stored in the
 // checkpoint, which is B = W^T in column-major: both operands are K-major, the
@@ -29,10 +29,11 @@ using ElementA = cutlass::bfloat16_t;          // activations
 using LayoutA = cutlass::layout::RowMajor;
 using ElementB = cutlass::bfloat16_t;          // weights, [N, K] row-major
 using LayoutB = cutlass::layout::ColumnMajor;
-using ElementD = cutlass::bfloat16_t;
+using ElementD = float;  // the runtime's activations are fp32
 using LayoutD = cutlass::layout::RowMajor;
 using ElementAccumulator = float;
-constexpr int kAlign = 128 / cutlass::sizeof_bits<ElementA>::value;  // 8 elements = 16 bytes
+constexpr int kAlign = 128 / cutlass::sizeof_bits<ElementA>::value;   // 8 bf16 = 16 bytes
+constexpr int kAlignD = 128 / cutlass::sizeof_bits<ElementD>::value;  // 4 floats = 16 bytes
 
 using TileShape = Shape<_128, _128, _64>;
 using ClusterShape = Shape<_1, _1, _1>;
@@ -40,7 +41,7 @@ using ClusterShape = Shape<_1, _1, _1>;
 using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
     cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
     cutlass::epilogue::collective::EpilogueTileAuto, ElementAccumulator, ElementAccumulator,
-    ElementD, LayoutD, kAlign, ElementD, LayoutD, kAlign,
+    ElementD, LayoutD, kAlignD, ElementD, LayoutD, kAlignD,
     cutlass::epilogue::collective::EpilogueScheduleAuto>::CollectiveOp;
 
 using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
@@ -60,7 +61,7 @@ thread_local const char* g_last_error = "";
 
 const char* last_error() { return g_last_error; }
 
-int gemm_bf16_sm90(const void* a, const void* w, void* d, int64_t m, int64_t n, int64_t k,
+int gemm_bf16_sm90(const void* a, const void* w, float* d, int64_t m, int64_t n, int64_t k,
                    void* stream) {
   if (k % kAlign || n % kAlign) {
     g_last_error = "gemm_bf16_sm90: K and N must be multiples of 8";

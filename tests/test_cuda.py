@@ -1,0 +1,97 @@
+"""The CUDA backend against the CPU backend (the tested reference): every op on
+odd shapes and on Qwen2.5-1.5B / 7B shapes, the forward, and the engine's
+token-exact decoding. Marked `cuda`: skipped (with the reason) without a device.
+Run on a GPU machine with:  python -m pytest -q -m cuda tests/test_cuda.py"""
+import numpy as np
+import pytest
+import torch
+
+import fastdllm_rt
+from fastdllm_rt import _C
+from model_factory import make_config, write_model
+
+pytestmark = pytest.mark.cuda
+ops = _C.ops
+RNG = np.random.default_rng(7)
+ROWS = [1, 7, 17, 33, 127]
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def bf16(a):
+    return torch.from_numpy(a).bfloat16().view(torch.int16).numpy().view(np.uint16)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("k,n", [(37, 23), (80, 331), (1536, 2048), (1536, 8960 * 2), (8960, 1536), (3584, 4608)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_linear(rows, k, n, dtype):
+    x, w, b, r = randn(rows, k), randn(n, k), randn(n), randn(rows, n)
+    wp = w if dtype == "float32" else bf16(w)
+    wd = "" if dtype == "float32" else dtype
+    cpu = ops.linear(x, wp, bias=b, residual=r, weight_dtype=wd)
+    gpu = ops.linear(x, wp, bias=b, residual=r, weight_dtype=wd, device="cuda")
+    # bf16 with aligned K/N runs CUTLASS on bf16-rounded activations (relative 2^-9 per input).
+    tol = 1e-5 if (dtype == "float32" or k % 8 or n % 8) else 1e-2
+    np.testing.assert_allclose(gpu, cpu, rtol=tol, atol=tol * np.sqrt(k))
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_elementwise(rows):
+    x, w = randn(rows, 1536), randn(1536)
+    np.testing.assert_allclose(ops.rms_norm(x, w, 1e-6, device="cuda"), ops.rms_norm(x, w, 1e-6), rtol=1e-5, atol=1e-5)
+    gu = randn(rows, 2 * 37)
+    np.testing.assert_allclose(ops.silu_mul(gu, device="cuda"), ops.silu_mul(gu), rtol=1e-5, atol=1e-6)
+    a, b = randn(rows, 19), randn(rows, 19)
+    np.testing.assert_array_equal(ops.add(a, b, device="cuda"), ops.add(a, b))
+    table = randn(331, 48)
+    ids = RNG.integers(0, 331, rows).astype(np.int32)
+    np.testing.assert_array_equal(ops.embedding(table, ids, device="cuda"), ops.embedding(table, ids))
+    q = randn(rows, 5, 128)
+    pos = RNG.integers(0, 5000, rows).astype(np.int32)
+    inv = (1.0 / (1e6 ** (np.arange(0, 128, 2) / 128))).astype(np.float32)
+    np.testing.assert_allclose(ops.rope(q, pos, inv, device="cuda"), ops.rope(q, pos, inv), rtol=1e-4, atol=1e-4)
+    logits = randn(rows, 151936) * 4
+    gi, gp = ops.argmax_prob(logits, device="cuda")
+    ci, cp = ops.argmax_prob(logits)
+    np.testing.assert_array_equal(gi, ci)
+    np.testing.assert_allclose(gp, cp, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lq,n_kv", [(1, 1), (7, 40), (32, 544), (127, 130)])
+@pytest.mark.parametrize("heads,kv_heads,hd", [(12, 2, 128), (28, 4, 128), (4, 2, 32)])
+@pytest.mark.parametrize("mode", ["none", "limit", "mask"])
+def test_paged_attention(lq, n_kv, heads, kv_heads, hd, mode):
+    pages = (n_kv + 15) // 16
+    q, k, v = randn(lq, heads, hd), randn(n_kv, kv_heads, hd), randn(n_kv, kv_heads, hd)
+    limit = RNG.integers(1, n_kv + 1, lq).astype(np.int32) if mode == "limit" else None
+    mask = (RNG.random((lq, n_kv)) < 0.7) if mode == "mask" else None
+    out = []
+    for device in ("cpu", "cuda"):
+        pool = _C.PagePool(1, kv_heads, hd, 16, pages + 2, device=device)
+        table = _C.PageTable(pool)
+        table.reserve_tokens(n_kv)
+        out.append(ops.paged_attention(q, k, v, pool, list(table.pages)[::-1], hd ** -0.5, kv_limit=limit, mask=mask))
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fp32_dir(tmp_path_factory):
+    cfg = make_config(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                      intermediate_size=256, vocab_size=512, mask_token_id=511)
+    return write_model(str(tmp_path_factory.mktemp("cuda_fp32")), cfg, seed=4)
+
+
+@pytest.mark.parametrize("bs", [(32, 8), (16, 4), (64, 16)])
+@pytest.mark.parametrize("block_cache", [False, True])
+def test_engine_token_exact_vs_cpu(fp32_dir, bs, block_cache):
+    cpu = fastdllm_rt.Engine(fp32_dir)
+    gpu = fastdllm_rt.Engine(fp32_dir, device="cuda")
+    for plen in (5, bs[0], 40):
+        prompt = RNG.integers(0, 500, plen).tolist()
+        kw = dict(max_new_tokens=96, block_size=bs[0], sub_block_size=bs[1], threshold=0.9,
+                  use_block_cache=block_cache, stop_token_id=2)
+        a, b = cpu.generate_ids(prompt, **kw), gpu.generate_ids(prompt, **kw)
+        assert b.token_ids == a.token_ids and b.num_forwards == a.num_forwards
