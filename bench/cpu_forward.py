@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
-from bench_util import cpu_name, emit  # noqa: E402
+from bench_util import cpu_name, emit, flops, time_pair  # noqa: E402
 from qwen_shapes import QWEN25_1_5B, weight_bytes_per_forward, write_random_bf16_model  # noqa: E402
 from torch_qwen2 import TorchQwen2  # noqa: E402
 
@@ -41,28 +41,6 @@ def triad_gbs(threads: int, mb: int = 256, reps: int = 5) -> float:
         torch.add(b, c, alpha=2.0, out=a)
         best = min(best, time.perf_counter() - t)
     return 3 * n * 4 / best / 1e9
-
-
-def flops(s: dict, new: int, rows: int) -> float:
-    H, I, hd = s["hidden_size"], s["intermediate_size"], s["head_dim"]
-    nh, nkv, layers, V = s["num_attention_heads"], s["num_key_value_heads"], s["num_hidden_layers"], s["vocab_size"]
-    per_token = layers * 2 * (H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * I)
-    attn = layers * 2 * 2 * nh * hd * new * (CACHED + new)
-    return new * per_token + attn + 2 * rows * H * V
-
-
-def time_pair(fns, reps: int):
-    """Times each function reps times, alternating between them rep by rep, so
-    that drift in the machine's speed (shared VMs) hits all of them alike."""
-    for fn in fns:
-        fn()  # warm-up
-    out = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            out[i].append(time.perf_counter() - t)
-    return out
 
 
 def main():
@@ -118,7 +96,7 @@ def main():
         prof = fastdllm_rt._C.profile_stop()
         per_op = {k: round(1e3 * sec / 3, 3) for k, (_, sec) in sorted(prof.items(), key=lambda kv: -kv[1][1])}
         entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "cached_tokens": CACHED, "lm_head_rows": rows,
-                 "gflop": flops(s, new, rows) / 1e9, "fastdllm_rt_s": ours,
+                 "gflop": flops(s, CACHED, new, rows) / 1e9, "fastdllm_rt_s": ours,
                  "fastdllm_rt_median_ms": 1e3 * statistics.median(ours)}
         m = statistics.median(ours)
         entry["fastdllm_rt_gflops"] = entry["gflop"] / m
