@@ -7,6 +7,9 @@
 
 #include <cstdint>
 
+#include "fastdllm/dtype.h"
+#include "fastdllm/error.h"
+
 namespace fastdllm::cuda {
 
 template <class T>
@@ -40,6 +43,21 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(t);
 }
 
-inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+// Blocks for a grid-stride loop over n elements (capped: the loop covers the rest).
+inline unsigned grid_for(int64_t n, int threads = 256) {
+  const int64_t b = (n + threads - 1) / threads;
+  return unsigned(b < 65535 ? b : 65535);
+}
+
+// Calls f with a value of the device element type for a weight dtype.
+template <class F>
+void by_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); break;
+    case DType::BF16: f(__nv_bfloat16{}); break;
+    case DType::F16: f(__half{}); break;
+    default: throw InvalidArgument("CUDA kernels take float32, float16 or bfloat16 weights and biases");
+  }
+}
 
 }  // namespace fastdllm::cuda

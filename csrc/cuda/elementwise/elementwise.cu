@@ -110,16 +110,6 @@ __global__ void argmax_prob_kernel(const float* logits, int64_t vocab, int32_t* 
   }
 }
 
-template <class F>
-void by_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::BF16: f(__nv_bfloat16{}); break;
-    case DType::F16: f(__half{}); break;
-    default: throw InvalidArgument("CUDA kernels take float32, float16 or bfloat16 weights");
-  }
-}
-
 }  // namespace
 
 void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t hidden, const int32_t* ids,
@@ -150,14 +140,13 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
 
 void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
   if (rows * inter == 0) return;
-  silu_mul_kernel<<<blocks_for(rows * inter, 256) < 65535 ? blocks_for(rows * inter, 256) : 65535, 256>>>(
-      gate_up, out, rows, inter);
+  silu_mul_kernel<<<grid_for(rows * inter), 256>>>(gate_up, out, rows, inter);
   check_launch("silu_mul");
 }
 
 void add(const float* a, const float* b, float* out, int64_t n) {
   if (n == 0) return;
-  add_kernel<<<blocks_for(n, 256) < 65535 ? blocks_for(n, 256) : 65535, 256>>>(a, b, out, n);
+  add_kernel<<<grid_for(n), 256>>>(a, b, out, n);
   check_launch("add");
 }
 

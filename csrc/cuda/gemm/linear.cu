@@ -69,21 +69,6 @@ __global__ void simt_linear_kernel(const float* x, const TW* w, const TB* bias, 
   }
 }
 
-template <class F>
-void by_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::F32: f(float{}); break;
-    case DType::BF16: f(__nv_bfloat16{}); break;
-    case DType::F16: f(__half{}); break;
-    default: throw InvalidArgument("linear on CUDA: weights and bias must be float32, float16 or bfloat16");
-  }
-}
-
-unsigned grid_for(int64_t n) {
-  const int64_t b = (n + 255) / 256;
-  return unsigned(b < 65535 ? b : 65535);
-}
-
 }  // namespace
 
 void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
