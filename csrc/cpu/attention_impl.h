@@ -77,15 +77,25 @@ inline void page_scores16(const float* qg, const float* kt, int64_t hd, float* o
     for (int v = 0; v < NV; ++v) AVec::store(out + h * kFastPage + v * AVec::W, a[h][v]);
 }
 
-// Heads are taken in chunks of up to 4 (4 x 16 accumulators fit the AVX2 registers).
+// Heads are taken in chunks of up to kMaxG: as many accumulator chains as the
+// registers hold (AVX-512: 8 x 1 zmm; AVX2: 6 x 2 ymm), since with fewer the
+// loop waits on FMA latency.
+constexpr int64_t kMaxG = AVec::W == 16 ? 8 : 6;
+
 inline void group_page_scores(const float* qg, const float* kt, int64_t hd, int64_t group, float* out) {
-  int64_t h = 0;
-  for (; h + 4 <= group; h += 4) page_scores16<4>(qg + h * hd, kt, hd, out + h * kFastPage);
-  switch (group - h) {
-    case 3: page_scores16<3>(qg + h * hd, kt, hd, out + h * kFastPage); break;
-    case 2: page_scores16<2>(qg + h * hd, kt, hd, out + h * kFastPage); break;
-    case 1: page_scores16<1>(qg + h * hd, kt, hd, out + h * kFastPage); break;
-    default: break;
+  for (int64_t h = 0; h < group; h += kMaxG) {
+    const float* q = qg + h * hd;
+    float* o = out + h * kFastPage;
+    switch (std::min(kMaxG, group - h)) {
+      case 8: page_scores16<8>(q, kt, hd, o); break;
+      case 7: page_scores16<7>(q, kt, hd, o); break;
+      case 6: page_scores16<6>(q, kt, hd, o); break;
+      case 5: page_scores16<5>(q, kt, hd, o); break;
+      case 4: page_scores16<4>(q, kt, hd, o); break;
+      case 3: page_scores16<3>(q, kt, hd, o); break;
+      case 2: page_scores16<2>(q, kt, hd, o); break;
+      default: page_scores16<1>(q, kt, hd, o); break;
+    }
   }
 }
 
