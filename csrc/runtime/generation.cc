@@ -174,12 +174,12 @@ void Generation::ensure_block_pages() {
 void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, std::vector<int32_t>& pages,
                              int64_t write_start, int64_t n_kv, const std::vector<int32_t>* kv_limit,
                              const std::vector<int32_t>& rows) {
-  std::vector<int32_t> positions(tokens.size());
-  for (size_t i = 0; i < tokens.size(); ++i) positions[i] = int32_t(pos0 + int64_t(i));
+  positions_.resize(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) positions_[i] = int32_t(pos0 + int64_t(i));
   logits_.resize(rows.size() * size_t(model_.config().vocab_size));
   ForwardArgs a;
   a.tokens = tokens.data();
-  a.positions = positions.data();
+  a.positions = positions_.data();
   a.n = int64_t(tokens.size());
   a.pool = &pool_;
   a.page_table = pages.data();
@@ -207,15 +207,15 @@ void Generation::prefill() {
   const int64_t n = p0_ / B * B;
   committed_.reserve_tokens(n);
   table_ = committed_.pages();
-  std::vector<int32_t> tokens(x_.begin(), x_.begin() + n);
-  std::vector<int32_t> limit(static_cast<size_t>(n));
-  for (int64_t q = 0; q < n; ++q) limit[size_t(q)] = int32_t((q / B + 1) * B);  // block-causal, bs = B
-  std::vector<int32_t> rows;
-  if (p0_ % B == 0) rows.push_back(int32_t(n - 1));
+  tokens_.assign(x_.begin(), x_.begin() + n);
+  limit_.resize(size_t(n));
+  for (int64_t q = 0; q < n; ++q) limit_[size_t(q)] = int32_t((q / B + 1) * B);  // block-causal, bs = B
+  rows_.clear();
+  if (p0_ % B == 0) rows_.push_back(int32_t(n - 1));
   last_step_ = StepKind::Prefill;
   prefill_pending_ = false;
-  run_forward(tokens, 0, table_, 0, n, &limit, rows);
-  if (!rows.empty()) x_.push_back(argmax_[0]);  // the AR token from the last prompt position
+  run_forward(tokens_, 0, table_, 0, n, &limit_, rows_);
+  if (!rows_.empty()) x_.push_back(argmax_[0]);  // the AR token from the last prompt position
 }
 
 // Deviation from upstream (docs/decoding.md): a denoising step never writes the
@@ -248,29 +248,31 @@ void Generation::denoise(int sb) {
   const int64_t s = sb * S;
   ensure_block_pages();
 
-  std::vector<int> masked;
+  std::vector<int32_t>& masked = masked_;
+  masked.clear();
   for (int64_t j = s; j < s + S; ++j)
-    if (x_[size_t(start + j)] == p_.mask_id) masked.push_back(int(j));
+    if (x_[size_t(start + j)] == p_.mask_id) masked.push_back(int32_t(j));
 
   const bool sub_only = p_.use_block_cache && block_cache_valid_ && x_[size_t(start + s)] != p_.mask_id;
-  std::vector<int32_t> rows;
+  std::vector<int32_t>& rows = rows_;
+  rows.clear();
   if (!sub_only) {
     // Whole block at positions c..c+B-1; token shift: position j reads output j-1, position 0 its own.
-    std::vector<int32_t> tokens(x_.begin() + start, x_.end());
-    std::vector<int32_t> limit(static_cast<size_t>(B));
+    tokens_.assign(x_.begin() + start, x_.end());
+    limit_.resize(size_t(B));
     for (int64_t q = 0; q < B; ++q)
-      limit[size_t(q)] = int32_t(std::min(c + B, ((c + q) / kDenoiseMaskBlock + 1) * kDenoiseMaskBlock));
-    for (int j : masked) rows.push_back(j == 0 ? 0 : j - 1);
+      limit_[size_t(q)] = int32_t(std::min(c + B, ((c + q) / kDenoiseMaskBlock + 1) * kDenoiseMaskBlock));
+    for (int32_t j : masked) rows.push_back(j == 0 ? 0 : j - 1);
     last_step_ = StepKind::Denoise;
-    run_forward(tokens, c, table_, c, c + B, &limit, rows);
+    run_forward(tokens_, c, table_, c, c + B, &limit_, rows);
     if (p_.use_block_cache) block_cache_valid_ = true;
   } else {
     // Sub-block only: its fresh K/V overwrite rows [s, s+S) of the block cache;
     // the queries see the prefix and all B block entries, unmasked (spec 4.1).
-    std::vector<int32_t> tokens(x_.begin() + start + s, x_.begin() + start + s + S);
-    for (int j : masked) rows.push_back(j == s ? 0 : int32_t(j - s - 1));
+    tokens_.assign(x_.begin() + start + s, x_.begin() + start + s + S);
+    for (int32_t j : masked) rows.push_back(j == s ? 0 : int32_t(j - s - 1));
     last_step_ = StepKind::DenoiseSubBlock;
-    run_forward(tokens, c + s, table_, c + s, c + B, nullptr, rows);
+    run_forward(tokens_, c + s, table_, c + s, c + B, nullptr, rows);
   }
 
   // Confidence-threshold unmasking over the masked positions of the sub-block.
@@ -303,11 +305,12 @@ void Generation::commit() {
   const int64_t start = int64_t(x_.size()) - B;
   const int64_t c = committed_.capacity_tokens();
   ensure_block_pages();
-  std::vector<int32_t> tokens(x_.begin() + start, x_.end());
+  tokens_.assign(x_.begin() + start, x_.end());
+  rows_.assign(1, int32_t(B - 1));
   // c is a multiple of B, so the bs = B block-causal mask lets every query see
   // the whole prefix and the whole block: no mask needed.
   last_step_ = StepKind::Commit;
-  run_forward(tokens, c, table_, c, c + B, nullptr, {int32_t(B - 1)});
+  run_forward(tokens_, c, table_, c, c + B, nullptr, rows_);
   for (int32_t p : block_) committed_.push(p);  // level 2 -> level 1, no copy
   block_.clear();
   in_block_ = false;

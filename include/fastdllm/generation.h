@@ -64,8 +64,6 @@ class Generation {
   void prefill();
   void denoise(int sb);
   void commit();
-  void unmask(int64_t block_start, int s, const std::vector<int>& positions, const float* logits,
-              const std::vector<int32_t>& argmax, const std::vector<float>& conf);
   void never_predict_mask(const float* row, int64_t vocab, int32_t* token, float* prob) const;
   bool stop_rule_a() const;
   bool block_has_mask() const;
@@ -94,6 +92,8 @@ class Generation {
   PageTable committed_;             // level 1: prompt and finished blocks
   std::vector<int32_t> block_;      // level 2: pages of the active block
   std::vector<int32_t> table_;      // committed_ + block_, rebuilt per forward
+  // Per-forward inputs and outputs, kept so that steps do not allocate once warm.
+  std::vector<int32_t> tokens_, positions_, limit_, rows_, masked_;
   std::vector<float> logits_;
   std::vector<int32_t> argmax_;
   std::vector<float> conf_;
