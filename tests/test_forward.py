@@ -146,3 +146,20 @@ def test_dtype_override_upcasts(bf16_model, isa):
     # matmul activations (see test_bf16_weights).
     tol = 1e-5 if isa == "avx2" else 2e-2
     assert np.abs(outs[0] - outs[1]).max() <= tol * np.abs(outs[0]).max()
+
+
+def test_fp16_weights(tmp_path):
+    """fp16 checkpoints run through the row-major kernels (F16C upcast, fp32 math)."""
+    cfg = make_config()
+    path = write_model(str(tmp_path / "f16"), cfg, dtype=torch.float16, seed=9)
+    model = fastdllm_rt.load_model(path)
+    assert model.dtype == "float16"
+    tokens = np.random.default_rng(1).integers(0, cfg["vocab_size"], 13)
+    pool = model.make_pool(PAGE, 4)
+    table = fastdllm_rt._C.PageTable(pool)
+    table.reserve_tokens(13)
+    mask = block_causal_mask(0, 13, PAGE)
+    out = run_forward(model, pool, table, tokens, np.arange(13), 0, 13, mask)
+    exact, _ = RefQwen2(cfg, {k: v.float() for k, v in load_weights(path).items()}).forward(
+        tokens, np.arange(13), mask=mask)
+    assert max_rel_err(out, exact) <= 1e-4

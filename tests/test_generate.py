@@ -34,7 +34,7 @@ def check(engine, ref, prompt, **kw):
 @pytest.mark.parametrize("bs", [(32, 8), (16, 4), (32, 32), (64, 16)], ids=lambda b: f"B{b[0]}S{b[1]}")
 @pytest.mark.parametrize("threshold", [0.5, 0.9, 1.0])
 @pytest.mark.parametrize("block_cache", [False, True], ids=["nocache", "blockcache"])
-def test_token_exact(setup, bs, threshold, block_cache):
+def test_token_exact(setup, bs, threshold, block_cache, isa):
     engine, ref, seed = setup
     B, S = bs
     rng = np.random.default_rng(seed * 100 + B + S)
