@@ -95,3 +95,22 @@ def test_engine_token_exact_vs_cpu(fp32_dir, bs, block_cache):
                   use_block_cache=block_cache, stop_token_id=2)
         a, b = cpu.generate_ids(prompt, **kw), gpu.generate_ids(prompt, **kw)
         assert b.token_ids == a.token_ids and b.num_forwards == a.num_forwards
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_qkv_rope_append(rows):
+    heads, kv_heads, hd = 12, 2, 128
+    qkv = randn(rows, (heads + 2 * kv_heads) * hd)
+    pos = RNG.integers(0, 3000, rows).astype(np.int32)
+    inv = (1.0 / (1e6 ** (np.arange(0, hd, 2) / hd))).astype(np.float32)
+    probe = randn(3, heads, hd)
+    res = []
+    for device in ("cpu", "cuda"):
+        pool = _C.PagePool(1, kv_heads, hd, 16, 20, device=device)
+        table = _C.PageTable(pool)
+        table.reserve_tokens(rows)
+        pages = list(table.pages)[::-1]
+        q = ops.qkv_rope_append(qkv, pos, inv, heads, pool, pages, 0)
+        res.append((q, ops.attend(probe, pool, pages, rows, 0.1)))
+    np.testing.assert_allclose(res[1][0], res[0][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(res[1][1], res[0][1], rtol=1e-4, atol=1e-4)

@@ -178,3 +178,36 @@ def test_op_errors_name_the_argument():
         ops.linear(randn(2, 4), randn(4, 4), weight_dtype="int4")
     # still usable afterwards
     assert ops.linear(randn(2, 4), randn(3, 4)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("heads,kv_heads,hd", [(5, 1, 16), (12, 2, 128)])
+def test_qkv_rope_append_equals_rope_then_write(rows, heads, kv_heads, hd):
+    """The fused split + RoPE + append gives the same q and the same cache as
+    rope() on q and k followed by kv_write()."""
+    qkv = randn(rows, (heads + 2 * kv_heads) * hd)
+    pos = RNG.integers(0, 3000, rows).astype(np.int32)
+    inv = (1.0 / (1e6 ** (np.arange(0, hd, 2) / hd))).astype(np.float32)
+    q = np.ascontiguousarray(qkv[:, :heads * hd].reshape(rows, heads, hd))
+    k = np.ascontiguousarray(qkv[:, heads * hd:(heads + kv_heads) * hd].reshape(rows, kv_heads, hd))
+    v = np.ascontiguousarray(qkv[:, (heads + kv_heads) * hd:].reshape(rows, kv_heads, hd))
+    zeros = np.zeros((5, kv_heads, hd), np.float32)
+    probe = randn(3, heads, hd)
+
+    def cache(fill):
+        """A cache whose tokens [0, 5) are zero and [5, 5 + rows) come from fill."""
+        pool = _C.PagePool(1, kv_heads, hd, 16, 40)
+        table = _C.PageTable(pool)
+        table.reserve_tokens(rows + 5)
+        pages = list(table.pages)[::-1]
+        z = np.zeros((rows + 5, kv_heads, hd), np.float32)
+        ops.paged_attention(probe, z, z, pool, pages, 0.1)  # writes zeros to every token
+        out = fill(pool, pages)
+        return ops.attend(probe, pool, pages, rows + 5, 0.1), out
+
+    fused, q_fused = cache(lambda p, t: ops.qkv_rope_append(qkv, pos, inv, heads, p, t, 5))
+    k_rot = ops.rope(k, pos, inv)
+    split, _ = cache(lambda p, t: ops.paged_attention(probe, np.concatenate([zeros, k_rot]),
+                                                       np.concatenate([zeros, v]), p, t, 0.1))
+    np.testing.assert_array_equal(q_fused, ops.rope(q, pos, inv))
+    np.testing.assert_array_equal(fused, split)

@@ -271,6 +271,28 @@ void bind_ops(py::module_& m) {
     d.finish();
     return py::make_tuple(idx, prob);
   }, py::arg("logits"), py::arg("device") = "cpu");
+  // The fused QKV split + RoPE + cache append; returns q with RoPE.
+  m.def("qkv_rope_append", [](py::array qkv, py::array pos, py::array inv_freq, int64_t heads, PagePool& pool,
+                              std::vector<int32_t> table, int64_t start) {
+    const int64_t hd = pool.geometry().head_dim;
+    auto q = empty_f32({qkv.shape(0), py::ssize_t(heads), py::ssize_t(hd)});
+    OnDevice d(device_name(pool.device()));
+    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
+    ops::qkv_rope_append(d.in(as_view(qkv)), d.in(as_view(pos)), d.in(as_view(inv_freq)),
+                         pool.layer(0, t.ptr<int32_t>(), int(table.size())), start, d.out(as_view(q)));
+    d.finish();
+    return q;
+  });
+  // Attention over what a pool already holds (no write).
+  m.def("attend", [](py::array q, PagePool& pool, std::vector<int32_t> table, int64_t n_kv, float scale) {
+    OnDevice d(device_name(pool.device()));
+    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
+    auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
+    ops::attention(d.in(as_view(q)), pool.layer(0, t.ptr<int32_t>(), int(table.size())), n_kv, scale, TensorView(),
+                   TensorView(), d.out(as_view(out)));
+    d.finish();
+    return out;
+  });
   // Attention over a paged cache built from dense k, v [n_kv, kv_heads, hd]
   // scattered into the pool pages listed in page_table.
   m.def("paged_attention", [](py::array q, py::array k, py::array v, PagePool& pool, std::vector<int32_t> table,

@@ -53,10 +53,6 @@ static void check(cudaError_t err, const char* what) {
 
 void copy(void* dst, const void* src, size_t nbytes) { check(cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault), "cudaMemcpy"); }
 
-void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height) {
-  check(cudaMemcpy2D(dst, dpitch, src, spitch, width, height, cudaMemcpyDefault), "cudaMemcpy2D");
-}
-
 #else
 
 Status status() {
@@ -72,9 +68,6 @@ void* device_malloc(size_t) {
 void device_release(void*) {}
 
 void copy(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
-void copy_2d(void*, size_t, const void*, size_t, size_t, size_t) {
-  throw InvalidArgument("built without the CUDA backend");
-}
 
 #endif
 

@@ -23,6 +23,5 @@ void* device_malloc(size_t nbytes);
 void device_release(void* p);
 // Synchronous copies; pointers may be host or device (unified addressing).
 void copy(void* dst, const void* src, size_t nbytes);
-void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height);
 
 }  // namespace fastdllm::cuda

@@ -36,13 +36,6 @@ void copy_bytes(void* dst, const void* src, size_t nbytes, Device dev) {
   std::memcpy(dst, src, nbytes);
 }
 
-void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height, Device dev) {
-  if (width == 0 || height == 0) return;
-  if (dev == Device::CUDA) return cuda::copy_2d(dst, dpitch, src, spitch, width, height);
-  for (size_t r = 0; r < height; ++r)
-    std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
-}
-
 void device_free(Device dev, void* p) {
   if (dev == Device::CUDA) {
     cuda::device_release(p);

@@ -10,6 +10,4 @@ void* device_alloc(Device dev, size_t nbytes);
 void device_free(Device dev, void* p);
 // Copies between any host/device pair (synchronous). On the CPU, memcpy.
 void copy_bytes(void* dst, const void* src, size_t nbytes, Device dev);
-// height rows of width bytes, with row pitches in bytes; both sides on dev.
-void copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t height, Device dev);
 }  // namespace fastdllm

@@ -4,7 +4,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "fastdllm/dtype.h"
 
@@ -34,11 +33,11 @@ inline void load_row_f32(const void* src, DType t, int64_t offset, int64_t n, fl
 }
 
 // Grows to n floats and stays: per thread and slot, reused by every call. A
-// kernel that needs two scratch arrays at once takes two slots.
-inline float* scratch_floats(int64_t n, int slot = 0) {
-  thread_local std::vector<float> buf[2];
-  if (int64_t(buf[slot].size()) < n) buf[slot].resize(size_t(n));
-  return buf[slot].data();
-}
+// kernel that needs two scratch arrays at once takes two slots. Defined out of
+// line (scratch.cc, baseline flags) on purpose: the AVX-512 translation units
+// include this header, and an inline definition would let them emit their own
+// AVX-512 copy of std::vector code as a weak symbol that the linker may pick for
+// every caller, including AVX2-only machines.
+float* scratch_floats(int64_t n, int slot = 0);
 
 }  // namespace fastdllm::cpu

@@ -22,6 +22,10 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
 void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
 void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start);
+// qkv [len, (heads + 2 * kv.num_kv_heads) * head_dim] -> q_out [len, heads, head_dim] with RoPE,
+// k (RoPE) and v into cache tokens [start, start + len).
+void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t* positions, const float* inv_freq,
+                     const PagedKV& kv, int64_t start, float* q_out);
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
                const int32_t* kv_limit, const uint8_t* mask, float* out);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);

@@ -228,22 +228,22 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
   const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
   const int64_t nl = a.n_logits;
 
-  // Arena layout (fp32): x | h | qkv | q | k | v | attn | gate_up | act | last
-  const int64_t sizes[] = {n * H, n * H, n * qkv, n * nq, n * nkv, n * nkv, n * nq, n * 2 * I, n * I, nl * H};
+  // Arena layout (fp32): x | h | qkv | q | attn | gate_up | act | last
+  const int64_t sizes[] = {n * H, n * H, n * qkv, n * nq, n * nq, n * 2 * I, n * I, nl * H};
+  constexpr int kSlots = int(sizeof(sizes) / sizeof(sizes[0]));
   int64_t total = 0;
   for (int64_t s : sizes) total += (s + 15) / 16 * 16;
   act_.reserve(size_t(total) * 4);
   float* base = static_cast<float*>(act_.data());
-  float* slot[10];
-  for (int i = 0; i < 10; ++i) {
+  float* slot[kSlots];
+  for (int i = 0; i < kSlots; ++i) {
     slot[i] = base;
     base += (sizes[i] + 15) / 16 * 16;
   }
   auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
   const TensorView x = view(slot[0], {n, H}), h = view(slot[1], {n, H}), qkv_out = view(slot[2], {n, qkv});
-  const TensorView q = view(slot[3], {n, c.num_heads, hd}), k = view(slot[4], {n, c.num_kv_heads, hd}),
-                   v = view(slot[5], {n, c.num_kv_heads, hd});
-  const TensorView attn = view(slot[6], {n, nq}), gate_up = view(slot[7], {n, 2 * I}), act = view(slot[8], {n, I});
+  const TensorView q = view(slot[3], {n, c.num_heads, hd});
+  const TensorView attn = view(slot[4], {n, nq}), gate_up = view(slot[5], {n, 2 * I}), act = view(slot[6], {n, I});
   const TensorView none;
   // On a GPU the per-forward host arrays (tokens, positions, visibility, page
   // table) go up in one staging buffer; on the CPU they are used in place.
@@ -292,14 +292,7 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
     }
     {
       ScopedOpTimer t("rope_and_kv_write");
-      // Split the fused projection into contiguous q, k, v for RoPE and the cache.
-      const float* src = qkv_out.ptr<float>();
-      copy_2d(q.data, size_t(nq) * 4, src, size_t(qkv) * 4, size_t(nq) * 4, size_t(n), device_);
-      copy_2d(k.data, size_t(nkv) * 4, src + nq, size_t(qkv) * 4, size_t(nkv) * 4, size_t(n), device_);
-      copy_2d(v.data, size_t(nkv) * 4, src + nq + nkv, size_t(qkv) * 4, size_t(nkv) * 4, size_t(n), device_);
-      ops::rope(q, positions, inv_freq);
-      ops::rope(k, positions, inv_freq);
-      ops::kv_write(kv, k, v, a.write_start);
+      ops::qkv_rope_append(qkv_out, positions, inv_freq, kv, a.write_start, q);
     }
     {
       ScopedOpTimer t("attention");
@@ -328,7 +321,7 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
   }
   if (nl == 0) return;
   ScopedOpTimer t("final_norm_lm_head");
-  const TensorView last = view(slot[9], {nl, H});
+  const TensorView last = view(slot[7], {nl, H});
   for (int64_t r = 0; r < nl; ++r)
     copy_bytes(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4, device_);
   ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);

@@ -16,6 +16,7 @@ static KernelTable make_cpu_table() {
   t.silu_mul = cpu::silu_mul;
   t.add = cpu::add;
   t.kv_write = cpu::kv_write;
+  t.qkv_rope_append = cpu::qkv_rope_append;
   t.attention = cpu::attention;
   t.argmax_prob = cpu::argmax_prob;
   return t;
@@ -31,6 +32,7 @@ static KernelTable make_cuda_table() {
   t.silu_mul = cuda::silu_mul;
   t.add = cuda::add;
   t.kv_write = cuda::kv_write;
+  t.qkv_rope_append = cuda::qkv_rope_append;
   t.attention = cuda::attention;
   t.argmax_prob = cuda::argmax_prob;
 #endif

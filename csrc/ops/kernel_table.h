@@ -15,6 +15,8 @@ struct KernelTable {
   void (*silu_mul)(const float*, float*, int64_t, int64_t) = nullptr;
   void (*add)(const float*, const float*, float*, int64_t) = nullptr;
   void (*kv_write)(const PagedKV&, const float*, const float*, int64_t, int64_t) = nullptr;
+  void (*qkv_rope_append)(const float*, int64_t, int64_t, const int32_t*, const float*, const PagedKV&, int64_t,
+                          float*) = nullptr;
   void (*attention)(const float*, int64_t, int64_t, const PagedKV&, int64_t, float,
                     const int32_t*, const uint8_t*, float*) = nullptr;
   void (*argmax_prob)(const float*, int64_t, int64_t, int32_t*, float*) = nullptr;

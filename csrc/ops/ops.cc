@@ -166,6 +166,33 @@ void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64
   need(kernels(kv.device).kv_write, op, kv.device)(kv, k.ptr<float>(), v.ptr<float>(), k.shape[0], start);
 }
 
+void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& inv_freq,
+                     const PagedKV& kv, int64_t start, const TensorView& q_out) {
+  const char* op = "qkv_rope_append";
+  check_kv(kv, op);
+  expect(qkv, op, "qkv", 2);
+  expect(positions, op, "positions", 1);
+  expect(inv_freq, op, "inv_freq", 1);
+  expect(q_out, op, "q_out", 3);
+  expect_dtype(qkv, op, "qkv", DType::F32);
+  expect_dtype(positions, op, "positions", DType::I32);
+  expect_dtype(inv_freq, op, "inv_freq", DType::F32);
+  expect_dtype(q_out, op, "q_out", DType::F32);
+  const int64_t len = qkv.shape[0], heads = q_out.shape[1], hd = kv.head_dim;
+  FDL_CHECK(q_out.shape[0] == len && q_out.shape[2] == hd, op, ": q_out ", q_out.describe(), " must be [", len,
+            ", heads, ", hd, "]");
+  FDL_CHECK(qkv.shape[1] == (heads + 2 * kv.num_kv_heads) * hd, op, ": qkv ", qkv.describe(), " must have (",
+            heads, " + 2 x ", kv.num_kv_heads, ") x ", hd, " columns");
+  FDL_CHECK(hd % 2 == 0 && inv_freq.shape[0] == hd / 2, op, ": inv_freq ", inv_freq.describe(),
+            " must have head_dim/2 entries");
+  FDL_CHECK(positions.shape[0] == len, op, ": positions ", positions.describe(), " does not match qkv ",
+            qkv.describe());
+  FDL_CHECK(start >= 0 && start + len <= kv.capacity(), op, ": tokens [", start, ", ", start + len,
+            ") exceed the ", kv.capacity(), " tokens of the page table");
+  need(kernels(qkv.device).qkv_rope_append, op, qkv.device)(qkv.ptr<float>(), len, heads, positions.ptr<int32_t>(),
+                                                            inv_freq.ptr<float>(), kv, start, q_out.ptr<float>());
+}
+
 void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
                const TensorView& kv_limit, const TensorView& mask, const TensorView& out) {
   const char* op = "attention";

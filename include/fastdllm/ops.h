@@ -53,6 +53,13 @@ void add(const TensorView& a, const TensorView& b, const TensorView& out);
 // Writes k, v [L, kv_heads, head_dim] (fp32) to tokens [start, start+L) of the cache.
 void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64_t start);
 
+// The fused step after the QKV projection: qkv [L, (heads + 2 * kv_heads) * head_dim]
+// is split; q gets RoPE into q_out [L, heads, head_dim]; k gets RoPE and, with v,
+// goes straight into tokens [start, start+L) of the cache. Same math as
+// rope + kv_write, one pass over the data.
+void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& inv_freq,
+                     const PagedKV& kv, int64_t start, const TensorView& q_out);
+
 // Scaled dot-product attention of q [Lq, heads, head_dim] over the first n_kv
 // tokens of the cache, GQA (query head h reads kv head h / (heads / kv_heads)).
 // Visibility: key j is visible to query i iff j < kv_limit[i] (when kv_limit is
