@@ -11,10 +11,6 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
                     const int32_t* kv_limit, const uint8_t* mask, float* out);
 }
 
-void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
-  avx2::kv_write(kv, k, v, len, start);
-}
-
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
                const int32_t* kv_limit, const uint8_t* mask, float* out) {
   if (isa() == Isa::AVX512_BF16)

@@ -109,23 +109,6 @@ inline void page_scores_any(const float* qh, const float* kt, int64_t hd, int64_
   }
 }
 
-void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
-  const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads;
-#pragma omp parallel for schedule(static) if (len * nkv * hd > 65536)
-  for (int64_t t = 0; t < len; ++t)
-    for (int64_t h = 0; h < nkv; ++h) {
-      const int64_t pos = start + t, row = pos % kv.page_size;
-      float* kt = head_block(kv, kv.k_offset, h, pos / kv.page_size);
-      float* vd = head_block(kv, kv.v_offset, h, pos / kv.page_size) + row * hd;
-      const float* ks = k + (t * nkv + h) * hd;
-      const float* vs = v + (t * nkv + h) * hd;
-      for (int64_t i = 0; i < hd; ++i) {
-        kt[i * kv.page_size + row] = ks[i];
-        vd[i] = vs[i];
-      }
-    }
-}
-
 void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
                float scale, const int32_t* kv_limit, const uint8_t* mask, float* out) {
   const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads, group = heads / nkv;
