@@ -15,6 +15,13 @@ def run_forward(model, pool, table, tokens, positions, write_start, n_kv, mask=N
                          mask=None if mask is None else mask.numpy(), logit_rows=rows)
 
 
+def fresh_table(model, n_tokens, pages=8):
+    pool = model.make_pool(PAGE, pages)
+    table = fastdllm_rt._C.PageTable(pool)
+    table.reserve_tokens(n_tokens)
+    return pool, table
+
+
 def max_rel_err(out, ref):
     ref = ref.float().numpy()
     return float(np.abs(out - ref).max() / np.abs(ref).max())
@@ -32,9 +39,7 @@ def test_prefill_logits_match_reference(fp32_model, length):
     cfg, model, ref = fp32_model
     rng = np.random.default_rng(length)
     tokens = rng.integers(0, cfg["vocab_size"], length)
-    pool = model.make_pool(PAGE, 16)
-    table = fastdllm_rt._C.PageTable(pool)
-    table.reserve_tokens(length)
+    pool, table = fresh_table(model, length, pages=16)
     mask = block_causal_mask(0, length, PAGE)
     out = run_forward(model, pool, table, tokens, np.arange(length), 0, length, mask)
     ref_logits, _ = ref.forward(tokens, np.arange(length), mask=mask)
@@ -48,9 +53,7 @@ def test_cached_prefix_then_block(fp32_model):
     cfg, model, ref = fp32_model
     rng = np.random.default_rng(7)
     prompt, block = rng.integers(0, cfg["vocab_size"], 16), rng.integers(0, cfg["vocab_size"], 12)
-    pool = model.make_pool(PAGE, 16)
-    table = fastdllm_rt._C.PageTable(pool)
-    table.reserve_tokens(16 + 12)
+    pool, table = fresh_table(model, 16 + 12, pages=16)
     run_forward(model, pool, table, prompt, np.arange(16), 0, 16, block_causal_mask(0, 16, PAGE), rows=[])
     _, past = ref.forward(prompt, np.arange(16), mask=block_causal_mask(0, 16, PAGE))
     mask = block_causal_mask(16, 12, 32)  # the bs=32 mask of a denoising forward
@@ -84,9 +87,7 @@ def test_sub_block_overwrites_part_of_block_cache(fp32_model):
 def test_logit_rows_select_positions(fp32_model):
     cfg, model, _ = fp32_model
     tokens = np.arange(11) % cfg["vocab_size"]
-    pool = model.make_pool(PAGE, 4)
-    table = fastdllm_rt._C.PageTable(pool)
-    table.reserve_tokens(11)
+    pool, table = fresh_table(model, 11)
     full = run_forward(model, pool, table, tokens, np.arange(11), 0, 11)
     part = run_forward(model, pool, table, tokens, np.arange(11), 0, 11, rows=[10, 3])
     np.testing.assert_allclose(part, full[[10, 3]], rtol=1e-6, atol=1e-6)
@@ -105,9 +106,7 @@ def test_bf16_weights(bf16_model, isa):
     assert model.dtype == "bfloat16"
     w = load_weights(path)
     tokens = np.random.default_rng(0).integers(0, cfg["vocab_size"], 21)
-    pool = model.make_pool(PAGE, 8)
-    table = fastdllm_rt._C.PageTable(pool)
-    table.reserve_tokens(21)
+    pool, table = fresh_table(model, 21)
     mask = block_causal_mask(0, 21, PAGE)
     out = run_forward(model, pool, table, tokens, np.arange(21), 0, 21, mask)
     exact, _ = RefQwen2(cfg, {k: v.float() for k, v in w.items()}).forward(tokens, np.arange(21), mask=mask)
@@ -138,9 +137,7 @@ def test_dtype_override_upcasts(bf16_model, isa):
     tokens = np.arange(5)
     outs = []
     for m in (m32, m16):
-        pool = m.make_pool(PAGE, 2)
-        t = fastdllm_rt._C.PageTable(pool)
-        t.reserve_tokens(5)
+        pool, t = fresh_table(m, 5)
         outs.append(run_forward(m, pool, t, tokens, np.arange(5), 0, 5))
     # Same bf16 values either way; on AVX-512 BF16 the bf16 model also rounds its
     # matmul activations (see test_bf16_weights).
@@ -155,9 +152,7 @@ def test_fp16_weights(tmp_path):
     model = fastdllm_rt.load_model(path)
     assert model.dtype == "float16"
     tokens = np.random.default_rng(1).integers(0, cfg["vocab_size"], 13)
-    pool = model.make_pool(PAGE, 4)
-    table = fastdllm_rt._C.PageTable(pool)
-    table.reserve_tokens(13)
+    pool, table = fresh_table(model, 13)
     mask = block_causal_mask(0, 13, PAGE)
     out = run_forward(model, pool, table, tokens, np.arange(13), 0, 13, mask)
     exact, _ = RefQwen2(cfg, {k: v.float() for k, v in load_weights(path).items()}).forward(

@@ -53,13 +53,7 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
     float* cs = scratch_floats(2 * half);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < len; ++t) {
-      // freqs = pos * inv_freq in fp32, as HF Qwen2 computes them.
-      const float pos = float(positions[t]);
-      for (int64_t i = 0; i < half; ++i) {
-        const float f = pos * inv_freq[i];
-        cs[i] = std::cos(f);
-        cs[half + i] = std::sin(f);
-      }
+      rope_cos_sin(positions[t], inv_freq, half, cs);
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + (t * heads + h) * head_dim;
 #pragma omp simd

@@ -38,12 +38,7 @@ void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t
     float* cs = scratch_floats(2 * half);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < len; ++t) {
-      const float pos = float(positions[t]);
-      for (int64_t i = 0; i < half; ++i) {
-        const float f = pos * inv_freq[i];
-        cs[i] = std::cos(f);
-        cs[half + i] = std::sin(f);
-      }
+      rope_cos_sin(positions[t], inv_freq, half, cs);
       const float* row = qkv + t * row_len;
       for (int64_t h = 0; h < heads; ++h) {
         const float* src = row + h * hd;

@@ -40,4 +40,9 @@ inline void load_row_f32(const void* src, DType t, int64_t offset, int64_t n, fl
 // every caller, including AVX2-only machines.
 float* scratch_floats(int64_t n, int slot = 0);
 
+// cs[0, half) = cos, cs[half, 2 half) = sin of pos * inv_freq[i], with the
+// frequencies in fp32 as HF Qwen2 computes them. Shared by rope and
+// qkv_rope_append so that both rotate identically.
+void rope_cos_sin(int32_t position, const float* inv_freq, int64_t half, float* cs);
+
 }  // namespace fastdllm::cpu
