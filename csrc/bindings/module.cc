@@ -184,6 +184,11 @@ struct OnDevice {
     outs.emplace_back(host, v);
     return v;
   }
+  // Layer 0 of a pool through a page table that lives where the op runs.
+  PagedKV layer0(const PagePool& pool, std::vector<int32_t>& table) {
+    const TensorView t = in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
+    return pool.layer(0, t.ptr<int32_t>(), int(table.size()));
+  }
   void finish() {
     if (dev == Device::CPU) return;
     for (auto& hv : outs) copy_bytes(hv.first.data, hv.second.data, hv.first.nbytes(), dev);
@@ -277,18 +282,16 @@ void bind_ops(py::module_& m) {
     const int64_t hd = pool.geometry().head_dim;
     auto q = empty_f32({qkv.shape(0), py::ssize_t(heads), py::ssize_t(hd)});
     OnDevice d(device_name(pool.device()));
-    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
-    ops::qkv_rope_append(d.in(as_view(qkv)), d.in(as_view(pos)), d.in(as_view(inv_freq)),
-                         pool.layer(0, t.ptr<int32_t>(), int(table.size())), start, d.out(as_view(q)));
+    ops::qkv_rope_append(d.in(as_view(qkv)), d.in(as_view(pos)), d.in(as_view(inv_freq)), d.layer0(pool, table), start,
+                         d.out(as_view(q)));
     d.finish();
     return q;
   });
   // Attention over what a pool already holds (no write).
   m.def("attend", [](py::array q, PagePool& pool, std::vector<int32_t> table, int64_t n_kv, float scale) {
     OnDevice d(device_name(pool.device()));
-    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
     auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
-    ops::attention(d.in(as_view(q)), pool.layer(0, t.ptr<int32_t>(), int(table.size())), n_kv, scale, TensorView(),
+    ops::attention(d.in(as_view(q)), d.layer0(pool, table), n_kv, scale, TensorView(),
                    TensorView(), d.out(as_view(out)));
     d.finish();
     return out;
@@ -299,8 +302,7 @@ void bind_ops(py::module_& m) {
                               float scale, py::object kv_limit, py::object mask) {
     // The pool's device decides where the op runs; the page table goes with it.
     OnDevice d(device_name(pool.device()));
-    const TensorView t = d.in(TensorView(table.data(), DType::I32, {int64_t(table.size())}));
-    const PagedKV kv = pool.layer(0, t.ptr<int32_t>(), int(table.size()));
+    const PagedKV kv = d.layer0(pool, table);
     ops::kv_write(kv, d.in(as_view(k)), d.in(as_view(v)), 0);
     auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
     ops::attention(d.in(as_view(q)), kv, k.shape(0), scale, d.in(opt_view(kv_limit)), d.in(opt_view(mask, "uint8")),
