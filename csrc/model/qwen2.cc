@@ -79,7 +79,7 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   for (int64_t i = 0; i < hd / 2; ++i)
     f[size_t(i)] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
   copy_bytes(inv_freq_.data(), f.data(), f.size() * 4, device);
-  for (const auto& kv : expected_weights()) loaded_[kv.first] = false;
+  expected_ = make_expected_weights();
 }
 
 KVGeometry Model::kv_geometry(int page_size) const {
@@ -91,7 +91,7 @@ KVGeometry Model::kv_geometry(int page_size) const {
   return g;
 }
 
-std::map<std::string, std::vector<int64_t>> Model::expected_weights() const {
+std::map<std::string, std::vector<int64_t>> Model::make_expected_weights() const {
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t q = int64_t(c.num_heads) * hd, kv = int64_t(c.num_kv_heads) * hd;
@@ -118,9 +118,8 @@ std::map<std::string, std::vector<int64_t>> Model::expected_weights() const {
 }
 
 void Model::set_weight(const std::string& name, const void* data, DType src, const std::vector<int64_t>& shape) {
-  const auto expected = expected_weights();
-  const auto it = expected.find(name);
-  FDL_CHECK(it != expected.end(), "unexpected tensor '", name, "' for this model config");
+  const auto it = expected_.find(name);
+  FDL_CHECK(it != expected_.end(), "unexpected tensor '", name, "' for this model config");
   FDL_CHECK(is_float(src), "tensor '", name, "': dtype ", dtype_name(src), " is not a float type");
   FDL_CHECK(shape == it->second, "tensor '", name, "' has shape ", shape_str(shape), ", expected ",
             shape_str(it->second));
@@ -173,12 +172,12 @@ void Model::set_weight(const std::string& name, const void* data, DType src, con
     else if (rest == "mlp.up_proj.weight") put_rows(L.gate_up_w, I, H, packed_);
     else if (rest == "mlp.down_proj.weight") put_rows(L.down_w, 0, I, packed_);
   }
-  loaded_[name] = true;
+  loaded_.insert(name);
 }
 
 void Model::finalize() {
-  for (const auto& kv : loaded_)
-    FDL_CHECK(kv.second, "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
+  for (const auto& kv : expected_)
+    FDL_CHECK(loaded_.count(kv.first), "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
   ready_ = true;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,7 +51,7 @@ class Model {
   KVGeometry kv_geometry(int page_size) const;
 
   // Names and shapes the checkpoint must provide (lm_head.weight only when untied).
-  std::map<std::string, std::vector<int64_t>> expected_weights() const;
+  const std::map<std::string, std::vector<int64_t>>& expected_weights() const { return expected_; }
   // Copies (and converts) one checkpoint tensor; data is row-major in src_dtype.
   void set_weight(const std::string& name, const void* data, DType src_dtype,
                   const std::vector<int64_t>& shape);
@@ -75,7 +76,9 @@ class Model {
   bool packed_ = false;  // bf16 matrices in the packed layout
   Buffer embed_, lm_head_, final_norm_, inv_freq_;
   std::vector<Layer> layers_;
-  std::map<std::string, bool> loaded_;
+  std::map<std::string, std::vector<int64_t>> make_expected_weights() const;
+  std::map<std::string, std::vector<int64_t>> expected_;  // name -> shape, from the config once
+  std::set<std::string> loaded_;
   bool ready_ = false;
   // Activation arena, grown to the largest forward seen and reused; on a GPU
   // also the staging of per-forward host arrays and the logits before download.

@@ -186,7 +186,8 @@ def shard_map(model_dir: str) -> Dict[str, str]:
     raise LoadError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
 
 
-def checkpoint_dtype(config: ModelConfig, shards: Dict[str, str]) -> str:
+def checkpoint_dtype(config: ModelConfig) -> str:
+    """The weight dtype config.json declares (torch_dtype); bfloat16 if it declares none."""
     if config.torch_dtype in ("float32", "float16", "bfloat16"):
         return config.torch_dtype
     return "bfloat16"
@@ -203,7 +204,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
         raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     config = config or read_config(model_dir)
     shards = shard_map(model_dir)
-    wdtype = checkpoint_dtype(config, shards) if dtype == "auto" else dtype
+    wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
     try:
         model = _C.Model(config.native_dict(), wdtype, device)
     except ValueError as e:
