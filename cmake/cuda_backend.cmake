@@ -44,10 +44,12 @@ if(FASTDLLM_HAVE_CUDA)
   find_package(CUDAToolkit REQUIRED)
 
   add_library(fastdllm_cuda OBJECT
-    csrc/cuda/gemm/gemm_bf16_sm90.cu
+    csrc/cuda/gemm/gemm_bf16_sm90_large.cu
+    csrc/cuda/gemm/gemm_bf16_sm90_small_m.cu
     csrc/cuda/gemm/linear.cu
     csrc/cuda/elementwise/elementwise.cu
     csrc/cuda/attention/paged_attention.cu
+    csrc/cuda/vocab/lm_head_top2.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc
     "${CUTLASS_DIR}/include" "${CUTLASS_DIR}/tools/util/include")

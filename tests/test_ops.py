@@ -124,6 +124,49 @@ def test_argmax_prob(rows, vocab):
     np.testing.assert_allclose(prob, conf.numpy(), rtol=1e-5)
 
 
+def top2_reference(logits):
+    """First maximum and first maximum among the others, with softmax probabilities."""
+    p = torch.softmax(torch.from_numpy(logits).double(), -1).numpy()
+    order = np.lexsort((np.arange(logits.shape[1])[None].repeat(len(logits), 0), -logits), axis=1)
+    idx = order[:, :2]
+    return idx, np.take_along_axis(p, idx, 1)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 33])
+@pytest.mark.parametrize("k,vocab", [(37, 1), (40, 23), (64, 2049), (136, 5003)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "packed"])
+def test_lm_head_top2(isa, rows, k, vocab, dtype):
+    """The fused lm_head + reduction against the unfused linear of the same
+    kernel: vocabularies below, at and across the 2048-column chunks, ties."""
+    x, w = randn(rows, k), randn(vocab, k)
+    if vocab > 40:
+        w[vocab - 3] = w[5]  # an exact tie across chunks: the lower index wins
+        w[2100 % vocab] = w[5]
+        x[0] = w[5] * 3  # make the tied rows row 0's maximum
+    wp, wd, _ = as_dtype(w, "float32" if dtype == "float32" else "bfloat16")
+    weight = ops.pack_bf16(wp) if dtype == "packed" else wp
+    logits = ops.linear(x, weight, weight_dtype=wd, packed=dtype == "packed")
+    idx, prob = ops.lm_head_top2(x, weight, weight_dtype=wd, packed=dtype == "packed")
+    assert idx.shape == (rows, 2) and prob.shape == (rows, 2)
+    if vocab == 1:
+        np.testing.assert_array_equal(idx, [[0, -1]] * rows)
+        np.testing.assert_allclose(prob, [[1.0, 0.0]] * rows)
+        return
+    ref_idx, ref_prob = top2_reference(logits)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(prob, ref_prob, rtol=2e-6, atol=1e-12)
+    if vocab > 40:
+        assert idx[0, 0] == 5 and idx[0, 1] == min(2100 % vocab, vocab - 3)
+
+
+def test_lm_head_top2_errors():
+    x, w = randn(2, 8), randn(5, 8)
+    with pytest.raises(ValueError, match="lm_head_top2: weight .* does not match x"):
+        ops.lm_head_top2(x, randn(5, 9))
+    with pytest.raises(ValueError, match="lm_head_top2: .*float type"):
+        ops.lm_head_top2(x, w.astype(np.int32))
+
+
 def ref_attention(q, k, v, allowed, scale):
     qt, kt, vt = (torch.from_numpy(a).transpose(0, 1) for a in (q, k, v))
     rep = qt.shape[0] // kt.shape[0]

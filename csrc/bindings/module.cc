@@ -5,10 +5,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
 #include <omp.h>
 
+#include "core/caching_allocator.h"
 #include "core/cpu_features.h"
 #include "cpu/packed_weights.h"
 #include "core/cuda_runtime.h"
@@ -276,6 +279,23 @@ void bind_ops(py::module_& m) {
     d.finish();
     return py::make_tuple(idx, prob);
   }, py::arg("logits"), py::arg("device") = "cpu");
+  m.def("lm_head_top2", [](py::array x, py::object w, const std::string& dt, bool packed, const std::string& device) {
+    const TensorView wv = packed ? [&] {  // w is pack_bf16's (packed, N, K)
+      auto t = w.cast<py::tuple>();
+      return packed_view(as_view(t[0].cast<py::array>(), dt), t[1].cast<int64_t>(), t[2].cast<int64_t>());
+    }() : as_view(w.cast<py::array>(), dt);
+    py::array_t<int32_t> idx({x.shape(0), py::ssize_t(2)});
+    auto prob = empty_f32({x.shape(0), 2});
+    OnDevice d(device);
+    const TensorView xv = d.in(as_view(x)), wd = d.in(wv), iv = d.out(as_view(idx)), pv = d.out(as_view(prob));
+    {
+      py::gil_scoped_release nogil;
+      ops::lm_head_top2(xv, wd, iv, pv);
+    }
+    d.finish();
+    return py::make_tuple(idx, prob);
+  }, py::arg("x"), py::arg("weight"), py::arg("weight_dtype") = "", py::arg("packed") = false,
+     py::arg("device") = "cpu");
   // The fused QKV split + RoPE + cache append; returns q with RoPE.
   m.def("qkv_rope_append", [](py::array qkv, py::array pos, py::array inv_freq, int64_t heads, PagePool& pool,
                               std::vector<int32_t> table, int64_t start) {
@@ -342,6 +362,45 @@ PYBIND11_MODULE(_C, m) {
 
   py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
   bind_ops(ops_m);
+
+  // The device caching allocator's logic over host memory with a byte budget
+  // (a raw allocation beyond it fails as cudaMalloc would), for tests in CI.
+  struct HostBackedAllocator {
+    size_t budget, used = 0;
+    std::unordered_map<void*, size_t> sizes;
+    CachingAllocator alloc;
+    explicit HostBackedAllocator(size_t b)
+        : budget(b),
+          alloc([this](size_t n) -> void* {
+                  if (used + n > budget) throw BudgetExceeded(detail::concat("host test budget of ", budget, " bytes"));
+                  void* p = std::malloc(n);
+                  sizes[p] = n;
+                  used += n;
+                  return p;
+                },
+                [this](void* p) {
+                  used -= sizes[p];
+                  sizes.erase(p);
+                  std::free(p);
+                }) {}
+  };
+  py::class_<HostBackedAllocator>(m, "HostCachingAllocator")
+      .def(py::init<size_t>(), py::arg("budget_bytes"))
+      .def("allocate", [](HostBackedAllocator& h, size_t n) { return reinterpret_cast<uintptr_t>(h.alloc.allocate(n)); })
+      .def("release", [](HostBackedAllocator& h, uintptr_t p) { h.alloc.release(reinterpret_cast<void*>(p)); })
+      .def("empty_cache", [](HostBackedAllocator& h) { h.alloc.empty_cache(); })
+      .def_property_readonly("raw_bytes", [](const HostBackedAllocator& h) { return h.used; })
+      .def("stats", [](const HostBackedAllocator& h) {
+        const auto s = h.alloc.stats();
+        py::dict d;
+        d["in_use_bytes"] = s.in_use_bytes;
+        d["cached_bytes"] = s.cached_bytes;
+        d["raw_allocs"] = s.raw_allocs;
+        d["raw_frees"] = s.raw_frees;
+        d["cache_hits"] = s.cache_hits;
+        return d;
+      })
+      .def_static("round_size", &CachingAllocator::round_size);
 
   py::class_<PagePool>(m, "PagePool")
       .def(py::init([](int num_layers, int num_kv_heads, int head_dim, int page_size, int64_t max_pages,

@@ -51,7 +51,28 @@ static void check(cudaError_t err, const char* what) {
   }
 }
 
-void copy(void* dst, const void* src, size_t nbytes) { check(cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault), "cudaMemcpy"); }
+void* stream_handle() {
+  static cudaStream_t s = [] {
+    cudaStream_t st = nullptr;
+    check(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    return st;
+  }();
+  return s;
+}
+
+void synchronize() { check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream_handle())), "cudaStreamSynchronize"); }
+
+void copy(void* dst, const void* src, size_t nbytes) {
+  const auto s = static_cast<cudaStream_t>(stream_handle());
+  check(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, s), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize after a copy");
+}
+
+CachingAllocator& device_allocator() {
+  // Never destroyed: at process exit the CUDA context may already be gone.
+  static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
+  return *a;
+}
 
 #else
 
@@ -68,6 +89,14 @@ void* device_malloc(size_t) {
 void device_release(void*) {}
 
 void copy(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
+
+void* stream_handle() { return nullptr; }
+void synchronize() {}
+
+CachingAllocator& device_allocator() {
+  static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
+  return *a;
+}
 
 #endif
 

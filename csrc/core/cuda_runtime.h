@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/caching_allocator.h"
+
 namespace fastdllm::cuda {
 
 struct Status {
@@ -22,6 +24,19 @@ bool available();  // built and at least one device
 void* device_malloc(size_t nbytes);
 void device_release(void* p);
 // Synchronous copies; pointers may be host or device (unified addressing).
+// Ordered after all work queued on stream().
 void copy(void* dst, const void* src, size_t nbytes);
+
+// The one stream all device work of the runtime is queued on (a cudaStream_t;
+// void* so that host code needs no CUDA headers). Created on first use,
+// non-blocking, never the legacy default stream, so that forwards can be
+// captured into CUDA graphs.
+void* stream_handle();
+void synchronize();  // waits for stream(); throws naming the first failed kernel's error
+
+// Transient device memory (kernel scratch, GEMM workspaces): cudaMalloc'd once
+// per size class, then recycled (core/caching_allocator.h). Persistent buffers
+// (weights, KV pages, the activation arena) use device_malloc.
+CachingAllocator& device_allocator();
 
 }  // namespace fastdllm::cuda

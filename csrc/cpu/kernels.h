@@ -28,5 +28,8 @@ void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
                float scale, const int32_t* kv_limit, const uint8_t* mask, float* out);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
+// index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
+void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
+                  int32_t* index, float* prob);
 
 }  // namespace fastdllm::cpu

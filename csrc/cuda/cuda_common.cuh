@@ -7,10 +7,14 @@
 
 #include <cstdint>
 
+#include "core/cuda_runtime.h"
 #include "fastdllm/dtype.h"
 #include "fastdllm/error.h"
 
 namespace fastdllm::cuda {
+
+// Every kernel is launched on this stream (see core/cuda_runtime.h).
+inline cudaStream_t stream() { return static_cast<cudaStream_t>(stream_handle()); }
 
 template <class T>
 __device__ __forceinline__ float to_f32(T v);

@@ -1,6 +1,7 @@
 // Entry points of the CUDA kernels (csrc/cuda/**.cu). Plain C++: device
-// pointers, sizes, and the legacy default stream for now; they return after
-// queueing work (errors surface through check_launch()). The signatures mirror
+// pointers and sizes; every kernel goes to cuda::stream() (core/cuda_runtime.h)
+// and they return after queueing work (launch errors surface through
+// check_launch()). The signatures mirror
 // ops::KernelTable so that the table can point at them directly.
 #pragma once
 #include <cstdint>
@@ -29,10 +30,8 @@ void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
                const int32_t* kv_limit, const uint8_t* mask, float* out);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
-
-// CUTLASS sm90 GEMM: D[M, N] (fp32) = A[M, K] (bf16) @ W[N, K]^T (bf16).
-// Returns 0 on success, otherwise a code described by last_error().
-int gemm_bf16_sm90(const void* a, const void* w, float* d, int64_t m, int64_t n, int64_t k, void* stream);
-const char* last_error();
+// index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
+void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
+                  int32_t* index, float* prob);
 
 }  // namespace fastdllm::cuda

@@ -220,7 +220,7 @@ void Model::check_forward(const ForwardArgs& a) const {
               " is outside [0, ", a.n, ")");
 }
 
-void Model::forward(const ForwardArgs& a, float* logits_out) {
+TensorView Model::run_layers(const ForwardArgs& a) {
   check_forward(a);
   const auto& c = config_;
   const int64_t n = a.n, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -318,22 +318,53 @@ void Model::forward(const ForwardArgs& a, float* logits_out) {
       ops::linear(act, weight_view(L.down_w, {H, I}, packed_), none, x, x);
     }
   }
-  if (nl == 0) return;
-  ScopedOpTimer t("final_norm_lm_head");
   const TensorView last = view(slot[7], {nl, H});
+  if (nl == 0) return last;
+  ScopedOpTimer t("final_norm");
   for (int64_t r = 0; r < nl; ++r)
     copy_bytes(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4, device_);
   ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
-  const Buffer& head = c.tie_word_embeddings ? embed_ : lm_head_;
+  return last;
+}
+
+TensorView Model::lm_head_view() const {
+  const auto& c = config_;
+  return weight_view(c.tie_word_embeddings ? embed_ : lm_head_, {c.vocab_size, c.hidden_size}, packed_);
+}
+
+void Model::forward(const ForwardArgs& a, float* logits_out) {
+  const TensorView last = run_layers(a);
+  const int64_t nl = a.n_logits, V = config_.vocab_size;
+  if (nl == 0) return;
+  profiler::ScopedOpTimer t("lm_head");
   // logits_out is host memory: on a GPU the logits land in scratch and come down.
   float* dst = logits_out;
   if (device_ != Device::CPU) {
-    logits_dev_.reserve(size_t(nl * c.vocab_size) * 4);
+    logits_dev_.reserve(size_t(nl * V) * 4);
     dst = static_cast<float*>(logits_dev_.data());
   }
-  ops::linear(last, weight_view(head, {c.vocab_size, H}, packed_), none, none,
-              TensorView(dst, DType::F32, {nl, c.vocab_size}, device_));
-  if (dst != logits_out) copy_bytes(logits_out, dst, size_t(nl * c.vocab_size) * 4, device_);
+  ops::linear(last, lm_head_view(), TensorView(), TensorView(), TensorView(dst, DType::F32, {nl, V}, device_));
+  if (dst != logits_out) copy_bytes(logits_out, dst, size_t(nl * V) * 4, device_);
+}
+
+void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_out) {
+  const TensorView last = run_layers(a);
+  const int64_t nl = a.n_logits;
+  if (nl == 0) return;
+  profiler::ScopedOpTimer t("lm_head_top2");
+  int32_t* index = index_out;
+  float* prob = prob_out;
+  if (device_ != Device::CPU) {  // results land in device scratch, 16 bytes per row come down
+    logits_dev_.reserve(size_t(nl) * 16);
+    index = static_cast<int32_t*>(logits_dev_.data());
+    prob = reinterpret_cast<float*>(index + 2 * nl);
+  }
+  ops::lm_head_top2(last, lm_head_view(), TensorView(index, DType::I32, {nl, 2}, device_),
+                    TensorView(prob, DType::F32, {nl, 2}, device_));
+  if (index != index_out) {
+    copy_bytes(index_out, index, size_t(nl) * 8, device_);
+    copy_bytes(prob_out, prob, size_t(nl) * 8, device_);
+  }
 }
 
 }  // namespace fastdllm

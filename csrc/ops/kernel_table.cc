@@ -19,6 +19,7 @@ static KernelTable make_cpu_table() {
   t.qkv_rope_append = cpu::qkv_rope_append;
   t.attention = cpu::attention;
   t.argmax_prob = cpu::argmax_prob;
+  t.lm_head_top2 = cpu::lm_head_top2;
   return t;
 }
 
@@ -35,6 +36,7 @@ static KernelTable make_cuda_table() {
   t.qkv_rope_append = cuda::qkv_rope_append;
   t.attention = cuda::attention;
   t.argmax_prob = cuda::argmax_prob;
+  t.lm_head_top2 = cuda::lm_head_top2;
 #endif
   return t;  // without the CUDA build every entry stays null: "not implemented for device cuda"
 }

@@ -242,4 +242,28 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
                                                               prob.ptr<float>());
 }
 
+void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob) {
+  const char* op = "lm_head_top2";
+  expect(x, op, "x", 2);
+  expect(w, op, "weight", 2);
+  expect(index, op, "index", 2);
+  expect(prob, op, "prob", 2);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(index, op, "index", DType::I32);
+  expect_dtype(prob, op, "prob", DType::F32);
+  FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
+  FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
+  FDL_CHECK(w.shape[0] > 0, op, ": empty vocabulary");
+  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
+            " (in_features)");
+  FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape == index.shape, op,
+            ": index and prob must be [", x.shape[0], ", 2], got ", index.describe(), " and ", prob.describe());
+  same_device(x, w, op);
+  same_device(x, index, op);
+  same_device(x, prob, op);
+  need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],
+                                                      w.shape[0], x.shape[1], index.ptr<int32_t>(),
+                                                      prob.ptr<float>());
+}
+
 }  // namespace fastdllm::ops

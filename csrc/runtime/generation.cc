@@ -176,7 +176,6 @@ void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, s
                              const std::vector<int32_t>& rows) {
   positions_.resize(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) positions_[i] = int32_t(pos0 + int64_t(i));
-  logits_.resize(rows.size() * size_t(model_.config().vocab_size));
   ForwardArgs a;
   a.tokens = tokens.data();
   a.positions = positions_.data();
@@ -189,17 +188,30 @@ void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, s
   a.kv_limit = kv_limit ? kv_limit->data() : nullptr;
   a.logit_rows = rows.data();
   a.n_logits = int64_t(rows.size());
-  model_.forward(a, logits_.data());
-  ++forwards_;
-  // Greedy choice per row, reused by commit (AR token) and unmasking.
-  argmax_.resize(rows.size());
-  conf_.resize(rows.size());
-  if (!rows.empty()) {
-    const int64_t V = model_.config().vocab_size;
-    const int64_t n = int64_t(rows.size());
-    ops::argmax_prob(TensorView(logits_.data(), DType::F32, {n, V}), TensorView(argmax_.data(), DType::I32, {n}),
-                     TensorView(conf_.data(), DType::F32, {n}));
+  const size_t n = rows.size();
+  argmax_.resize(n);
+  conf_.resize(n);
+  if (p_.temperature > 0.f) {
+    // Sampling needs whole rows of logits; the greedy choice still comes first
+    // (prefill and commit take the argmax token whatever the temperature).
+    logits_.resize(n * size_t(model_.config().vocab_size));
+    model_.forward(a, logits_.data());
+    if (n > 0)
+      ops::argmax_prob(TensorView(logits_.data(), DType::F32, {int64_t(n), model_.config().vocab_size}),
+                       TensorView(argmax_.data(), DType::I32, {int64_t(n)}),
+                       TensorView(conf_.data(), DType::F32, {int64_t(n)}));
+  } else {
+    // Greedy: the lm_head fused with the reduction; slot 1 is the best token
+    // other than slot 0, which never_predict_mask() falls back to.
+    top2_index_.resize(2 * n);
+    top2_prob_.resize(2 * n);
+    model_.forward_top2(a, top2_index_.data(), top2_prob_.data());
+    for (size_t r = 0; r < n; ++r) {
+      argmax_[r] = top2_index_[2 * r];
+      conf_[r] = top2_prob_[2 * r];
+    }
   }
+  ++forwards_;
 }
 
 void Generation::prefill() {
@@ -224,21 +236,11 @@ void Generation::prefill() {
 // never ends. Trained models do not predict the mask token, so this changes
 // nothing for them; for random or broken weights it turns a hang into output.
 // The replacement is the best other token, with its probability under the full
-// softmax (the mask token's mass stays in the denominator).
-void Generation::never_predict_mask(const float* row, int64_t V, int32_t* token, float* prob) const {
-  int32_t best = -1;
-  float mx = -INFINITY, all_mx = -INFINITY;
-  for (int64_t i = 0; i < V; ++i) {
-    all_mx = std::max(all_mx, row[i]);
-    if (i != p_.mask_id && (best < 0 || row[i] > mx)) {
-      mx = row[i];
-      best = int32_t(i);
-    }
-  }
-  double sum = 0.0;
-  for (int64_t i = 0; i < V; ++i) sum += double(std::exp(row[i] - all_mx));
-  *token = best;
-  *prob = float(double(std::exp(mx - all_mx)) / sum);
+// softmax (the mask token's mass stays in the denominator): slot 1 of the fused
+// lm_head reduction (ops::lm_head_top2).
+void Generation::never_predict_mask(size_t r) {
+  argmax_[r] = top2_index_[2 * r + 1];
+  conf_[r] = top2_prob_[2 * r + 1];
 }
 
 void Generation::denoise(int sb) {
@@ -278,14 +280,14 @@ void Generation::denoise(int sb) {
   // Confidence-threshold unmasking over the masked positions of the sub-block.
   const int64_t V = model_.config().vocab_size;
   for (size_t r = 0; r < rows.size(); ++r) {
-    float* row = logits_.data() + r * size_t(V);
     if (p_.temperature > 0.f) {
+      float* row = logits_.data() + r * size_t(V);
       row[p_.mask_id] = -INFINITY;  // see never_predict_mask()
       const Sampled smp = sample_nucleus(row, V, p_.temperature, p_.top_p, p_.top_k, rng_);
       argmax_[r] = smp.token;
       conf_[r] = smp.prob;
     } else if (argmax_[r] == p_.mask_id) {
-      never_predict_mask(row, V, &argmax_[r], &conf_[r]);
+      never_predict_mask(r);
     }
   }
   // The always-unmask-one rule picks the first position whose confidence is

@@ -64,7 +64,7 @@ class Generation {
   void prefill();
   void denoise(int sb);
   void commit();
-  void never_predict_mask(const float* row, int64_t vocab, int32_t* token, float* prob) const;
+  void never_predict_mask(size_t row);
   bool stop_rule_a() const;
   bool block_has_mask() const;
   int64_t first_stop(int64_t from) const;
@@ -97,6 +97,8 @@ class Generation {
   std::vector<float> logits_;
   std::vector<int32_t> argmax_;
   std::vector<float> conf_;
+  std::vector<int32_t> top2_index_;  // greedy forwards: [rows, 2] (ops::lm_head_top2)
+  std::vector<float> top2_prob_;
   std::mt19937_64 rng_;
 };
 

@@ -59,8 +59,12 @@ class Model {
   void finalize();
   bool ready() const { return ready_; }
 
-  // Writes n_logits x vocab_size fp32 logits to out.
+  // Writes n_logits x vocab_size fp32 logits to out (host memory).
   void forward(const ForwardArgs& args, float* logits_out);
+  // Greedy decoding's forward: per requested row, index/prob [n_logits, 2] (host)
+  // get the top-1 token and the best other token with their softmax
+  // probabilities (ops::lm_head_top2); the logits are never materialised.
+  void forward_top2(const ForwardArgs& args, int32_t* index_out, float* prob_out);
 
  private:
   struct Layer {
@@ -69,6 +73,10 @@ class Model {
   Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
   TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const;
   void check_forward(const ForwardArgs& a) const;
+  // Embedding and all layers; returns the final-normed hidden rows [n_logits, H]
+  // requested by args (a view into the activation arena).
+  TensorView run_layers(const ForwardArgs& args);
+  TensorView lm_head_view() const;
 
   ModelConfig config_;
   DType weight_dtype_;

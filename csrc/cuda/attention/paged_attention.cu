@@ -126,14 +126,14 @@ __global__ void qkv_rope_append_kernel(const float* qkv, int64_t heads, const in
 void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t* positions, const float* inv_freq,
                      const PagedKV& kv, int64_t start, float* q_out) {
   if (len == 0) return;
-  qkv_rope_append_kernel<<<unsigned(len * (heads + kv.num_kv_heads)), 64>>>(qkv, heads, positions, inv_freq, kv,
+  qkv_rope_append_kernel<<<unsigned(len * (heads + kv.num_kv_heads)), 64, 0, stream()>>>(qkv, heads, positions, inv_freq, kv,
                                                                            start, q_out);
   check_launch("qkv_rope_append");
 }
 
 void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
   if (len == 0) return;
-  kv_write_kernel<<<unsigned(len * kv.num_kv_heads), 128>>>(kv, k, v, start);
+  kv_write_kernel<<<unsigned(len * kv.num_kv_heads), 128, 0, stream()>>>(kv, k, v, start);
   check_launch("kv_write");
 }
 
@@ -142,7 +142,7 @@ void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, 
   FDL_CHECK(kv.head_dim % 32 == 0 && kv.head_dim <= kMaxHeadDim, "attention on CUDA: head_dim ", kv.head_dim,
             " must be a multiple of 32 and at most ", kMaxHeadDim);
   if (len_q == 0) return;
-  attention_kernel<<<dim3(unsigned(len_q), unsigned(heads)), 32 * kWarps>>>(q, heads, kv, n_kv, scale, kv_limit,
+  attention_kernel<<<dim3(unsigned(len_q), unsigned(heads)), 32 * kWarps, 0, stream()>>>(q, heads, kv, n_kv, scale, kv_limit,
                                                                               mask, out);
   check_launch("attention");
 }

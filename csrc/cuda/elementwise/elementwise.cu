@@ -118,7 +118,7 @@ void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t h
   if (n == 0) return;
   by_dtype(t, [&](auto z) {
     using T = decltype(z);
-    embedding_kernel<T><<<unsigned(n), 256>>>(static_cast<const T*>(table), hidden, ids, out);
+    embedding_kernel<T><<<unsigned(n), 256, 0, stream()>>>(static_cast<const T*>(table), hidden, ids, out);
   });
   check_launch("embedding");
 }
@@ -127,32 +127,32 @@ void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hid
   if (rows == 0) return;
   by_dtype(wt, [&](auto z) {
     using T = decltype(z);
-    rms_norm_kernel<T><<<unsigned(rows), 256>>>(x, static_cast<const T*>(w), hidden, eps, out);
+    rms_norm_kernel<T><<<unsigned(rows), 256, 0, stream()>>>(x, static_cast<const T*>(w), hidden, eps, out);
   });
   check_launch("rms_norm");
 }
 
 void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions, const float* inv_freq) {
   if (len == 0) return;
-  rope_kernel<<<unsigned(len * heads), 64>>>(x, heads, head_dim, positions, inv_freq);
+  rope_kernel<<<unsigned(len * heads), 64, 0, stream()>>>(x, heads, head_dim, positions, inv_freq);
   check_launch("rope");
 }
 
 void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
   if (rows * inter == 0) return;
-  silu_mul_kernel<<<grid_for(rows * inter), 256>>>(gate_up, out, rows, inter);
+  silu_mul_kernel<<<grid_for(rows * inter), 256, 0, stream()>>>(gate_up, out, rows, inter);
   check_launch("silu_mul");
 }
 
 void add(const float* a, const float* b, float* out, int64_t n) {
   if (n == 0) return;
-  add_kernel<<<grid_for(n), 256>>>(a, b, out, n);
+  add_kernel<<<grid_for(n), 256, 0, stream()>>>(a, b, out, n);
   check_launch("add");
 }
 
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob) {
   if (rows == 0) return;
-  argmax_prob_kernel<<<unsigned(rows), 1024>>>(logits, vocab, index, prob);
+  argmax_prob_kernel<<<unsigned(rows), 1024, 0, stream()>>>(logits, vocab, index, prob);
   check_launch("argmax_prob");
 }
 

@@ -1,55 +1,35 @@
 // linear on the GPU: out[M, N] = x[M, K] @ w[N, K]^T (+ bias) (+ residual),
-// x and out fp32.
-//   bf16 weights with K % 8 == 0 and N % 8 == 0: x is rounded to bf16, the
-//     CUTLASS sm90 GEMM (gemm_bf16_sm90.cu) writes fp32 into scratch, then one
-//     epilogue kernel adds bias and residual (residual may alias out).
+// x and out fp32; the op front-end for the CUTLASS GEMMs (gemm_sm90.h).
+//   bf16 weights with K % 8 == 0 and N % 8 == 0: x is rounded to bf16 (the
+//     precision of PyTorch's bf16 matmul), then one CUTLASS kernel with bias and
+//     residual fused into its epilogue, picked by M: the swapped stream-K
+//     configuration up to kSmallM rows (decoding), the 128x128 tiles above.
 //   anything else (fp32 / fp16 weights, odd sizes): a SIMT kernel, one warp per
 //     output element, exact fp32 accumulation. Correctness path, not fast.
-// Scratch buffers grow to the largest call and are reused (no cudaMalloc on
-// the decode path once warm). Not thread-safe: one engine call at a time.
+// Scratch (the bf16 copy of x, an fp32 copy of a non-fp32 bias, GEMM
+// workspaces) comes from the caching allocator: no cudaMalloc once warm.
+#include <string>
+
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
+#include "cuda/gemm/gemm_sm90.h"
 #include "fastdllm/error.h"
 
 namespace fastdllm::cuda {
 
 namespace {
 
-struct Scratch {
-  void* p = nullptr;
-  size_t size = 0;
-  void* get(size_t n) {
-    if (n > size) {
-      if (p) cudaFree(p);
-      if (cudaMalloc(&p, n) != cudaSuccess) {
-        cudaGetLastError();
-        p = nullptr;
-        size = 0;
-        throw std::runtime_error(detail::concat("linear: cudaMalloc of ", n, " bytes of scratch failed"));
-      }
-      size = n;
-    }
-    return p;
-  }
-};
-
-Scratch g_x_bf16, g_d;
+thread_local std::string g_gemm_error;
 
 __global__ void to_bf16_kernel(const float* x, __nv_bfloat16* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = __float2bfloat16_rn(x[i]);
 }
 
-template <class TB>
-__global__ void epilogue_kernel(const float* d, const TB* bias, const float* residual, float* out, int64_t m,
-                                int64_t n) {
-  const int64_t total = m * n;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    float v = d[i];
-    if (bias) v += to_f32(bias[i % n]);
-    if (residual) v += residual[i];
-    out[i] = v;
-  }
+template <class T>
+__global__ void to_f32_kernel(const T* x, float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = to_f32(x[i]);
 }
 
 template <class TW, class TB>
@@ -71,22 +51,33 @@ __global__ void simt_linear_kernel(const float* x, const TW* w, const TB* bias, 
 
 }  // namespace
 
+void set_gemm_error(const char* msg) { g_gemm_error = msg; }
+const char* gemm_last_error() { return g_gemm_error.c_str(); }
+
 void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
   FDL_CHECK(!packed, "linear: the packed weight layout is CPU-only");
   if (m == 0 || n == 0) return;
   const DType bt = bias ? bias_dtype : DType::F32;
   if (wt == DType::BF16 && k % 8 == 0 && n % 8 == 0) {
-    auto* xb = static_cast<__nv_bfloat16*>(g_x_bf16.get(size_t(m * k) * 2));
-    float* d = static_cast<float*>(g_d.get(size_t(m * n) * 4));
-    to_bf16_kernel<<<grid_for(m * k), 256>>>(x, xb, m * k);
+    CachingAllocator& alloc = device_allocator();
+    DeviceScratch xb(alloc, size_t(m * k) * 2);
+    to_bf16_kernel<<<grid_for(m * k), 256, 0, stream()>>>(x, xb.as<__nv_bfloat16>(), m * k);
     check_launch("linear/to_bf16");
-    if (gemm_bf16_sm90(xb, w, d, m, n, k, nullptr) != 0) throw std::runtime_error(last_error());
-    by_dtype(bt, [&](auto zb) {
-      using TB = decltype(zb);
-      epilogue_kernel<TB><<<grid_for(m * n), 256>>>(d, static_cast<const TB*>(bias), residual, out, m, n);
-    });
-    check_launch("linear/epilogue");
+    DeviceScratch bias_f32(alloc, bias && bt != DType::F32 ? size_t(n) * 4 : 0);
+    const float* b = static_cast<const float*>(bias);
+    if (bias && bt != DType::F32) {
+      by_dtype(bt, [&](auto zb) {
+        using TB = decltype(zb);
+        to_f32_kernel<TB><<<grid_for(n), 256, 0, stream()>>>(static_cast<const TB*>(bias), bias_f32.as<float>(), n);
+      });
+      check_launch("linear/bias_to_f32");
+      b = bias_f32.as<float>();
+    }
+    const GemmSm90Args g{xb.get(), w, b, residual, out, m, n, k};
+    const int rc = m <= kSmallM ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g);
+    if (rc != 0) throw std::runtime_error(gemm_last_error());
+    check_launch("linear/gemm");
     return;
   }
   by_dtype(wt, [&](auto zw) {
@@ -94,7 +85,7 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
       using TW = decltype(zw);
       using TB = decltype(zb);
       const int64_t threads = m * n * 32;
-      simt_linear_kernel<TW, TB><<<unsigned((threads + 255) / 256), 256>>>(
+      simt_linear_kernel<TW, TB><<<unsigned((threads + 255) / 256), 256, 0, stream()>>>(
           x, static_cast<const TW*>(w), static_cast<const TB*>(bias), residual, out, m, n, k);
     });
   });

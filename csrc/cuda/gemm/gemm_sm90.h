@@ -1,0 +1,36 @@
+// The sm_90a CUTLASS GEMMs behind cuda::linear, one configuration per
+// translation unit (each costs minutes and GBs of RAM to compile):
+//   gemm_bf16_sm90_large.cu    M (tokens) > kSmallM: 128x128x64 tiles, warp-specialized
+//                              persistent kernel, bias per column fused into the epilogue.
+//   gemm_bf16_sm90_small_m.cu  M <= kSmallM (decoding): the operands are swapped so that
+//                              the weight rows fill wgmma's 128-wide M mode and the few
+//                              tokens its N mode (64-wide tile), with a stream-K tile
+//                              scheduler so that all SMs stream weights even when the
+//                              output has only N/128 tiles (12 for a 1536-wide projection).
+// Both: bf16 operands, fp32 accumulation, out = x @ w^T (+ bias) (+ residual)
+// in fp32 with the residual read as the epilogue's source C (it may alias out:
+// every output element is read and written by the same thread of the tile's
+// epilogue). Workspaces come from cuda::device_allocator() and all launches go
+// to cuda::stream(), so both are capturable in a CUDA graph.
+#pragma once
+#include <cstdint>
+
+namespace fastdllm::cuda {
+
+constexpr int64_t kSmallM = 64;
+
+struct GemmSm90Args {
+  const void* x;           // bf16 [m, k] row-major (activations)
+  const void* w;           // bf16 [n, k] row-major (the checkpoint's layout)
+  const float* bias;       // [n] or null
+  const float* residual;   // [m, n] or null; may alias out
+  float* out;              // [m, n] row-major
+  int64_t m, n, k;         // k % 8 == 0 and n % 8 == 0 (16-byte TMA rows)
+};
+
+// 0 on success; otherwise a code, and gemm_last_error() says what failed.
+int gemm_bf16_sm90_large(const GemmSm90Args& a);
+int gemm_bf16_sm90_small_m(const GemmSm90Args& a);
+const char* gemm_last_error();
+
+}  // namespace fastdllm::cuda
