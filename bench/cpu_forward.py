@@ -83,16 +83,19 @@ def main():
         pos = np.arange(CACHED, CACHED + new, dtype=np.int32)
         lrows = np.arange(new - rows, new, dtype=np.int32)
         reps = a.reps if new > 1 else 2 * a.reps
-        fns = [lambda: model.forward(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)]
+        # Both sides do what a greedy denoising step needs: the forward, then
+        # per lm_head row the argmax token and its softmax probability (ours:
+        # the lm_head fused with that reduction, Model.forward_top2).
+        fns = [lambda: model.forward_top2(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)]
         if ref is not None:
             tids = torch.from_numpy(ids.astype(np.int64))
-            fns.append(lambda: ref.forward(tids, CACHED, past, rows))
+            fns.append(lambda: torch.softmax(ref.forward(tids, CACHED, past, rows)[0].float(), -1).max(-1))
         timings = time_pair(fns, reps)
         ours = timings[0]
         # Per-op breakdown: a few more forwards with the op timers on.
         fastdllm_rt._C.profile_start()
         for _ in range(3):
-            model.forward(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)
+            model.forward_top2(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)
         prof = fastdllm_rt._C.profile_stop()
         per_op = {k: round(1e3 * sec / 3, 3) for k, (_, sec) in sorted(prof.items(), key=lambda kv: -kv[1][1])}
         entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "cached_tokens": CACHED, "lm_head_rows": rows,

@@ -93,6 +93,22 @@ def test_logit_rows_select_positions(fp32_model):
     np.testing.assert_allclose(part, full[[10, 3]], rtol=1e-6, atol=1e-6)
 
 
+def test_forward_top2_is_the_reduction_of_the_logits(fp32_model):
+    """Greedy decoding's forward (lm_head fused with the top-2 reduction) picks
+    what argmax/softmax over the full logits pick."""
+    cfg, model, _ = fp32_model
+    tokens = np.arange(13) % cfg["vocab_size"]
+    pool, table = fresh_table(model, 13)
+    rows = np.array([12, 0, 5], np.int32)
+    logits = run_forward(model, pool, table, tokens, np.arange(13), 0, 13, rows=rows)
+    idx, prob = model.forward_top2(np.asarray(tokens, np.int32), np.arange(13, dtype=np.int32), table, 0, 13,
+                                   logit_rows=rows)
+    p = torch.softmax(torch.from_numpy(logits).double(), -1)
+    top = p.topk(2, -1)
+    np.testing.assert_array_equal(idx, top.indices.numpy())
+    np.testing.assert_allclose(prob, top.values.numpy(), rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def bf16_model(tmp_path_factory):
     cfg = make_config(tie_word_embeddings=True)

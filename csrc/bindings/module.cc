@@ -104,50 +104,76 @@ ModelConfig config_from_dict(const py::dict& d) {
   return c;
 }
 
-py::array_t<float> model_forward(Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                                 py::array_t<int32_t, py::array::c_style | py::array::forcecast> positions,
-                                 PageTable& cache, int64_t write_start, int64_t n_kv, const py::object& kv_limit,
-                                 const py::object& mask, const py::object& logit_rows) {
-  FDL_CHECK(tokens.ndim() == 1 && positions.ndim() == 1 && tokens.size() == positions.size(),
-            "forward: tokens and positions must be 1-d arrays of equal length");
-  ForwardArgs a;
-  a.n = tokens.size();
-  a.tokens = tokens.data();
-  a.positions = positions.data();
-  a.pool = cache.pool();
-  a.page_table = cache.pages().data();
-  a.num_pages = int(cache.pages().size());
-  a.write_start = write_start;
-  a.n_kv = n_kv;
-  py::array_t<int32_t, py::array::c_style | py::array::forcecast> lim, rows;
+// ForwardArgs over numpy arrays, which it keeps alive for the call.
+struct ForwardCall {
+  using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+  I32 tokens, positions, lim, rows;
   py::array_t<uint8_t, py::array::c_style | py::array::forcecast> msk;
-  if (!kv_limit.is_none()) {
-    lim = kv_limit;
-    FDL_CHECK(lim.ndim() == 1 && lim.size() == a.n, "forward: kv_limit needs one entry per token");
-    a.kv_limit = lim.data();
+  ForwardArgs a;
+
+  ForwardCall(I32 tok, I32 pos, PageTable& cache, int64_t write_start, int64_t n_kv, const py::object& kv_limit,
+              const py::object& mask, const py::object& logit_rows)
+      : tokens(std::move(tok)), positions(std::move(pos)) {
+    FDL_CHECK(tokens.ndim() == 1 && positions.ndim() == 1 && tokens.size() == positions.size(),
+              "forward: tokens and positions must be 1-d arrays of equal length");
+    a.n = tokens.size();
+    a.tokens = tokens.data();
+    a.positions = positions.data();
+    a.pool = cache.pool();
+    a.page_table = cache.pages().data();
+    a.num_pages = int(cache.pages().size());
+    a.write_start = write_start;
+    a.n_kv = n_kv;
+    if (!kv_limit.is_none()) {
+      lim = kv_limit;
+      FDL_CHECK(lim.ndim() == 1 && lim.size() == a.n, "forward: kv_limit needs one entry per token");
+      a.kv_limit = lim.data();
+    }
+    if (!mask.is_none()) {
+      msk = mask;
+      FDL_CHECK(msk.ndim() == 2 && msk.shape(0) == a.n && msk.shape(1) == n_kv, "forward: mask must be [",
+                a.n, ", ", n_kv, "]");
+      a.mask = msk.data();
+    }
+    if (logit_rows.is_none()) {
+      rows = I32(a.n);
+      for (int64_t i = 0; i < a.n; ++i) rows.mutable_data()[i] = int32_t(i);
+    } else {
+      rows = logit_rows;
+      FDL_CHECK(rows.ndim() == 1, "forward: logit_rows must be 1-d");
+    }
+    a.logit_rows = rows.data();
+    a.n_logits = rows.size();
   }
-  if (!mask.is_none()) {
-    msk = mask;
-    FDL_CHECK(msk.ndim() == 2 && msk.shape(0) == a.n && msk.shape(1) == n_kv, "forward: mask must be [",
-              a.n, ", ", n_kv, "]");
-    a.mask = msk.data();
-  }
-  if (logit_rows.is_none()) {
-    rows = py::array_t<int32_t>(a.n);
-    for (int64_t i = 0; i < a.n; ++i) rows.mutable_data()[i] = int32_t(i);
-  } else {
-    rows = logit_rows;
-    FDL_CHECK(rows.ndim() == 1, "forward: logit_rows must be 1-d");
-  }
-  a.logit_rows = rows.data();
-  a.n_logits = rows.size();
-  auto out = empty_f32({py::ssize_t(a.n_logits), py::ssize_t(m.config().vocab_size)});
+};
+
+py::array_t<float> model_forward(Model& m, ForwardCall::I32 tokens, ForwardCall::I32 positions, PageTable& cache,
+                                 int64_t write_start, int64_t n_kv, const py::object& kv_limit,
+                                 const py::object& mask, const py::object& logit_rows) {
+  ForwardCall c(std::move(tokens), std::move(positions), cache, write_start, n_kv, kv_limit, mask, logit_rows);
+  auto out = empty_f32({py::ssize_t(c.a.n_logits), py::ssize_t(m.config().vocab_size)});
   float* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    m.forward(a, dst);
+    m.forward(c.a, dst);
   }
   return out;
+}
+
+// Greedy decoding's forward: (index, prob), each [rows, 2] (Model::forward_top2).
+py::tuple model_forward_top2(Model& m, ForwardCall::I32 tokens, ForwardCall::I32 positions, PageTable& cache,
+                             int64_t write_start, int64_t n_kv, const py::object& kv_limit,
+                             const py::object& logit_rows) {
+  ForwardCall c(std::move(tokens), std::move(positions), cache, write_start, n_kv, kv_limit, py::none(), logit_rows);
+  py::array_t<int32_t> idx({py::ssize_t(c.a.n_logits), py::ssize_t(2)});
+  auto prob = empty_f32({py::ssize_t(c.a.n_logits), 2});
+  int32_t* ip = idx.mutable_data();
+  float* pp = prob.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    m.forward_top2(c.a, ip, pp);
+  }
+  return py::make_tuple(idx, prob);
 }
 
 void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, const std::string& dtype,
@@ -442,6 +468,9 @@ PYBIND11_MODULE(_C, m) {
            }, py::arg("page_size"), py::arg("max_pages"))
       .def("forward", &model_forward, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(),
+           py::arg("logit_rows") = py::none())
+      .def("forward_top2", &model_forward_top2, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
+           py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(),
            py::arg("logit_rows") = py::none());
 
   py::class_<GenerationParams>(m, "GenerationParams")
