@@ -48,7 +48,8 @@ if(FASTDLLM_HAVE_CUDA)
     csrc/cuda/gemm/gemm_bf16_sm90_small_m.cu
     csrc/cuda/gemm/linear.cu
     csrc/cuda/elementwise/elementwise.cu
-    csrc/cuda/attention/paged_attention.cu
+    csrc/cuda/attention/kv_append.cu
+    csrc/cuda/attention/block_diffusion_attention.cu
     csrc/cuda/vocab/lm_head_top2.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc

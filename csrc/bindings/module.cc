@@ -22,6 +22,7 @@
 #include "fastdllm/kv_cache.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
+#include "runtime/graph_cache.h"
 
 namespace py = pybind11;
 using namespace fastdllm;
@@ -410,6 +411,40 @@ PYBIND11_MODULE(_C, m) {
                   std::free(p);
                 }) {}
   };
+  // The graph cache's policy over a fake backend (capture runs the body and
+  // returns a handle; launches and destroys are counted), for tests in CI.
+  struct GraphCacheProbe {
+    int64_t captures = 0, launches = 0, destroys = 0, body_runs = 0, next = 1;
+    GraphCache cache;
+    explicit GraphCacheProbe(size_t max_entries)
+        : cache(GraphCache::Backend{[this](const std::function<void()>& body) -> void* {
+                                      ++captures;
+                                      body();
+                                      return reinterpret_cast<void*>(next++);
+                                    },
+                                    [this](void*) { ++launches; }, [this](void*) { ++destroys; }},
+                max_entries) {}
+  };
+  py::class_<GraphCacheProbe>(m, "GraphCacheProbe")
+      .def(py::init<size_t>(), py::arg("max_entries"))
+      .def("run", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, bool top2, int64_t pages, uint64_t epoch) {
+        GraphKey k;
+        k.n = n;
+        k.n_logits = n_logits;
+        k.top2 = top2;
+        k.pages = pages;
+        const auto r = g.cache.run(k, epoch, [&g] { ++g.body_runs; });
+        return std::string(r == GraphCache::Run::Eager ? "eager" : r == GraphCache::Run::Captured ? "captured" : "replayed");
+      }, py::arg("n"), py::arg("n_logits"), py::arg("top2"), py::arg("pages"), py::arg("epoch") = 0)
+      .def_property_readonly("size", [](const GraphCacheProbe& g) { return g.cache.size(); })
+      .def_property_readonly("counts", [](const GraphCacheProbe& g) {
+        py::dict d;
+        d["captures"] = g.captures;
+        d["launches"] = g.launches;
+        d["destroys"] = g.destroys;
+        d["body_runs"] = g.body_runs;
+        return d;
+      });
   py::class_<HostBackedAllocator>(m, "HostCachingAllocator")
       .def(py::init<size_t>(), py::arg("budget_bytes"))
       .def("allocate", [](HostBackedAllocator& h, size_t n) { return reinterpret_cast<uintptr_t>(h.alloc.allocate(n)); })
@@ -469,6 +504,14 @@ PYBIND11_MODULE(_C, m) {
       .def("forward", &model_forward, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(),
            py::arg("logit_rows") = py::none())
+      .def_property_readonly("graph_runs", [](const Model& mdl) {
+        const auto r = mdl.graph_runs();
+        py::dict d;
+        d["eager"] = r.eager;
+        d["captured"] = r.captured;
+        d["replayed"] = r.replayed;
+        return d;
+      })
       .def("forward_top2", &model_forward_top2, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(),
            py::arg("logit_rows") = py::none());

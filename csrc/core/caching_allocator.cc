@@ -53,6 +53,7 @@ void* CachingAllocator::allocate(size_t nbytes) {
       }
       free_.clear();
       stats_.cached_bytes = 0;
+      ++generation_;
       p = raw(size);
     }
   }
@@ -79,8 +80,14 @@ void CachingAllocator::empty_cache() {
     raw_free_(kv.second);
     ++stats_.raw_frees;
   }
+  if (!free_.empty()) ++generation_;
   free_.clear();
   stats_.cached_bytes = 0;
+}
+
+uint64_t CachingAllocator::generation() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return generation_;
 }
 
 CachingAllocator::Stats CachingAllocator::stats() const {

@@ -43,6 +43,9 @@ class CachingAllocator {
   void release(void* p);  // p from allocate(); null is ignored
   void empty_cache();     // returns every cached block to the raw allocator
   Stats stats() const;
+  // Changes whenever cached blocks are returned to the raw allocator: holders
+  // of addresses of released blocks (captured CUDA graphs) must drop them then.
+  uint64_t generation() const;
 
   // < 1 MiB: a multiple of 512 bytes; above: a multiple of 2 MiB (fewer distinct
   // sizes for the large GEMM scratch, so blocks are reused across shapes).
@@ -56,6 +59,7 @@ class CachingAllocator {
   std::multimap<size_t, void*> free_;           // size -> block
   std::unordered_map<void*, size_t> in_use_;    // block -> size
   Stats stats_;
+  uint64_t generation_ = 0;
 };
 
 // A block from an allocator for the lifetime of a scope.

@@ -68,6 +68,33 @@ void copy(void* dst, const void* src, size_t nbytes) {
   check(cudaStreamSynchronize(s), "cudaStreamSynchronize after a copy");
 }
 
+void* graph_capture(const std::function<void()>& body) {
+  const auto s = static_cast<cudaStream_t>(stream_handle());
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+  cudaGraph_t graph = nullptr;
+  try {
+    body();
+  } catch (...) {
+    cudaStreamEndCapture(s, &graph);  // leave the stream usable
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  check(cudaStreamEndCapture(s, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check(err, "cudaGraphInstantiate");
+  return exec;
+}
+
+void graph_launch(void* exec) {
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec), static_cast<cudaStream_t>(stream_handle())),
+        "cudaGraphLaunch");
+}
+
+void graph_destroy(void* exec) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec)); }
+
 CachingAllocator& device_allocator() {
   // Never destroyed: at process exit the CUDA context may already be gone.
   static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
@@ -92,6 +119,9 @@ void copy(void*, const void*, size_t) { throw InvalidArgument("built without the
 
 void* stream_handle() { return nullptr; }
 void synchronize() {}
+void* graph_capture(const std::function<void()>&) { throw InvalidArgument("built without the CUDA backend"); }
+void graph_launch(void*) {}
+void graph_destroy(void*) {}
 
 CachingAllocator& device_allocator() {
   static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);

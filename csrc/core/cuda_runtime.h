@@ -3,6 +3,7 @@
 // every call answers "not built" or throws; nothing here needs a GPU to import.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -38,5 +39,11 @@ void synchronize();  // waits for stream(); throws naming the first failed kerne
 // per size class, then recycled (core/caching_allocator.h). Persistent buffers
 // (weights, KV pages, the activation arena) use device_malloc.
 CachingAllocator& device_allocator();
+
+// CUDA graphs on stream(): body's launches are captured (relaxed mode) into an
+// executable graph; launch queues it on stream(). Handles are cudaGraphExec_t.
+void* graph_capture(const std::function<void()>& body);
+void graph_launch(void* exec);
+void graph_destroy(void* exec);
 
 }  // namespace fastdllm::cuda

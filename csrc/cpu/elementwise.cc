@@ -101,4 +101,8 @@ void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* inde
   }
 }
 
+void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out) {
+  for (int64_t i = 0; i < n_rows; ++i) std::memcpy(out + i * cols, x + int64_t(rows[i]) * cols, size_t(cols) * 4);
+}
+
 }  // namespace fastdllm::cpu

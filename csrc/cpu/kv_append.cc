@@ -48,7 +48,7 @@ void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t
           dst[half + i] = src[half + i] * cs[i] + src[i] * cs[half + i];
         }
       }
-      const int64_t tok = start + t, r = tok % ps;
+      const int64_t tok = start == ops::kSlotsFromPositions ? positions[t] : start + t, r = tok % ps;
       const int64_t page = kv.page_table[tok / ps];
       for (int64_t h = 0; h < nkv; ++h) {
         const float* k = row + (heads + h) * hd;

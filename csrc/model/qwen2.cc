@@ -2,8 +2,11 @@
 // Per layer: RMSNorm -> fused QKV (+bias) -> RoPE -> K/V into the cache ->
 // attention -> o_proj (+residual) -> RMSNorm -> fused gate/up -> SiLU*mul ->
 // down (+residual). The final norm and lm_head run only on the requested rows.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
@@ -12,7 +15,9 @@
 #include "core/device_memory.h"
 #include "core/profiler.h"
 #include "cpu/packed_weights.h"
+#include "model/step_inputs.h"
 #include "model/weight_convert.h"
+#include "runtime/graph_cache.h"
 
 namespace fastdllm {
 
@@ -80,7 +85,13 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
     f[size_t(i)] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
   copy_bytes(inv_freq_.data(), f.data(), f.size() * 4, device);
   expected_ = make_expected_weights();
+  step_ = std::make_unique<StepInputs>();
+  const char* g = std::getenv("FASTDLLM_CUDA_GRAPHS");
+  if (device == Device::CUDA && !(g && g[0] == '0'))
+    graphs_ = std::make_unique<GraphCache>(GraphCache::Backend{cuda::graph_capture, cuda::graph_launch, cuda::graph_destroy});
 }
+
+Model::~Model() = default;
 
 KVGeometry Model::kv_geometry(int page_size) const {
   KVGeometry g;
@@ -220,67 +231,125 @@ void Model::check_forward(const ForwardArgs& a) const {
               " is outside [0, ", a.n, ")");
 }
 
-TensorView Model::run_layers(const ForwardArgs& a) {
+void Model::forward(const ForwardArgs& a, float* logits_out) { run(a, Output{logits_out, nullptr, nullptr}); }
+
+void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_out) {
+  run(a, Output{nullptr, index_out, prob_out});
+}
+
+// Arena layout (fp32): x | h | qkv | q | attn | gate_up | act | last
+Model::Arena Model::arena(int64_t n, int64_t nl) {
+  const auto& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t nq = int64_t(c.num_heads) * hd, qkv = nq + 2 * int64_t(c.num_kv_heads) * hd;
+  const int64_t sizes[Arena::kSlots] = {n * H, n * H, n * qkv, n * nq, n * nq, n * 2 * I, n * I, nl * H};
+  int64_t total = 0;
+  for (int64_t s : sizes) total += (s + 15) / 16 * 16;
+  act_.reserve(size_t(total) * 4);
+  Arena ar;
+  float* base = static_cast<float*>(act_.data());
+  for (int i = 0; i < Arena::kSlots; ++i) {
+    ar.slot[i] = base;
+    base += (sizes[i] + 15) / 16 * 16;
+  }
+  return ar;
+}
+
+void Model::run(const ForwardArgs& a, const Output& out) {
   check_forward(a);
+  const int64_t n = a.n, nl = a.n_logits, V = config_.vocab_size;
+  const bool top2 = out.index != nullptr;
+  pack_step_inputs(a, a.pool->capacity(), step_.get());
+
+  // Everything a forward touches sits at addresses that stay fixed while the
+  // shapes repeat; growth of any of these buffers moves them (new epoch).
+  const void* before[] = {act_.data(), staging_.data(), logits_dev_.data()};
+  const Arena ar = arena(n, nl);
+  const int32_t* in = step_->data.data();
+  const uint8_t* mask = a.mask;
+  Output dev = out;
+  if (device_ != Device::CPU) {
+    const size_t ints = step_->data.size() * 4;
+    staging_.reserve(ints + (a.mask ? size_t(n * a.n_kv) : 0));
+    logits_dev_.reserve(top2 ? size_t(nl) * 16 : size_t(nl * V) * 4);
+  }
+  const void* after[] = {act_.data(), staging_.data(), logits_dev_.data()};
+  if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
+  if (device_ != Device::CPU) {
+    int32_t* s32 = static_cast<int32_t*>(staging_.data());
+    copy_bytes(s32, step_->data.data(), step_->data.size() * 4, device_);  // one upload per forward
+    in = s32;
+    if (a.mask) {
+      uint8_t* m8 = reinterpret_cast<uint8_t*>(s32 + step_->data.size());
+      copy_bytes(m8, a.mask, size_t(n * a.n_kv), device_);
+      mask = m8;
+    }
+    if (top2) {
+      dev.index = static_cast<int32_t*>(logits_dev_.data());
+      dev.prob = reinterpret_cast<float*>(dev.index + 2 * nl);
+    } else {
+      dev.logits = static_cast<float*>(logits_dev_.data());
+    }
+  }
+
+  const auto body = [&] { encode(a, ar, in, mask, dev); };
+  if (graphs_ && !a.mask && step_->slots_from_positions) {
+    GraphKey key;
+    key.n = n;
+    key.n_logits = nl;
+    key.top2 = top2;
+    key.pool = a.pool;
+    key.pages = step_->pages;
+    const uint64_t epoch = (buffers_epoch_ << 32) ^ cuda::device_allocator().generation();
+    ++graph_runs_[int(graphs_->run(key, epoch, body))];
+  } else {
+    body();
+  }
+
+  if (device_ != Device::CPU && nl > 0) {  // results come down (the copy waits for the forward)
+    if (top2) {
+      copy_bytes(out.index, dev.index, size_t(nl) * 8, device_);
+      copy_bytes(out.prob, dev.prob, size_t(nl) * 8, device_);
+    } else {
+      copy_bytes(out.logits, dev.logits, size_t(nl * V) * 4, device_);
+    }
+  }
+}
+
+// The forward's launches, reading step data only through `in` (StepInputs
+// layout) so that a captured graph of it can be replayed for the next step.
+void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, const uint8_t* mask_p,
+                   const Output& out) {
+  const StepInputs& st = *step_;
   const auto& c = config_;
   const int64_t n = a.n, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
   const int64_t nl = a.n_logits;
-
-  // Arena layout (fp32): x | h | qkv | q | attn | gate_up | act | last
-  const int64_t sizes[] = {n * H, n * H, n * qkv, n * nq, n * nq, n * 2 * I, n * I, nl * H};
-  constexpr int kSlots = int(sizeof(sizes) / sizeof(sizes[0]));
-  int64_t total = 0;
-  for (int64_t s : sizes) total += (s + 15) / 16 * 16;
-  act_.reserve(size_t(total) * 4);
-  float* base = static_cast<float*>(act_.data());
-  float* slot[kSlots];
-  for (int i = 0; i < kSlots; ++i) {
-    slot[i] = base;
-    base += (sizes[i] + 15) / 16 * 16;
-  }
   auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
-  const TensorView x = view(slot[0], {n, H}), h = view(slot[1], {n, H}), qkv_out = view(slot[2], {n, qkv});
-  const TensorView q = view(slot[3], {n, c.num_heads, hd});
-  const TensorView attn = view(slot[4], {n, nq}), gate_up = view(slot[5], {n, 2 * I}), act = view(slot[6], {n, I});
+  const TensorView x = view(ar.slot[0], {n, H}), h = view(ar.slot[1], {n, H}), qkv_out = view(ar.slot[2], {n, qkv});
+  const TensorView q = view(ar.slot[3], {n, c.num_heads, hd});
+  const TensorView attn = view(ar.slot[4], {n, nq}), gate_up = view(ar.slot[5], {n, 2 * I}),
+                   act = view(ar.slot[6], {n, I});
   const TensorView none;
-  // On a GPU the per-forward host arrays (tokens, positions, visibility, page
-  // table) go up in one staging buffer; on the CPU they are used in place.
-  const int32_t *tokens_p = a.tokens, *positions_p = a.positions, *limit_p = a.kv_limit, *table_p = a.page_table;
-  const uint8_t* mask_p = a.mask;
-  if (device_ != Device::CPU) {
-    const size_t ints = size_t(3 * n + a.num_pages);
-    staging_.reserve(ints * 4 + (a.mask ? size_t(n * a.n_kv) : 0));
-    int32_t* s32 = static_cast<int32_t*>(staging_.data());
-    copy_bytes(s32, a.tokens, size_t(n) * 4, device_);
-    copy_bytes(s32 + n, a.positions, size_t(n) * 4, device_);
-    if (a.kv_limit) copy_bytes(s32 + 2 * n, a.kv_limit, size_t(n) * 4, device_);
-    copy_bytes(s32 + 3 * n, a.page_table, size_t(a.num_pages) * 4, device_);
-    tokens_p = s32;
-    positions_p = s32 + n;
-    limit_p = a.kv_limit ? s32 + 2 * n : nullptr;
-    table_p = s32 + 3 * n;
-    if (a.mask) {
-      uint8_t* m8 = reinterpret_cast<uint8_t*>(s32 + ints);
-      copy_bytes(m8, a.mask, size_t(n * a.n_kv), device_);
-      mask_p = m8;
-    }
-  }
-  const TensorView positions(const_cast<int32_t*>(positions_p), DType::I32, {n}, device_);
+  const TensorView positions(const_cast<int32_t*>(in + st.positions()), DType::I32, {n}, device_);
   const TensorView inv_freq = inv_freq_.view(DType::F32, {hd / 2});
-  const TensorView kv_limit = limit_p ? TensorView(const_cast<int32_t*>(limit_p), DType::I32, {n}, device_) : none;
-  const TensorView mask = mask_p ? TensorView(const_cast<uint8_t*>(mask_p), DType::U8, {n, a.n_kv}, device_) : none;
+  // Every query's key limit is explicit; the attention bound is then the
+  // table's fixed capacity (or n_kv where a mask fixes the row stride).
+  const TensorView kv_limit(const_cast<int32_t*>(in + st.limits()), DType::I32, {n}, device_);
+  const int64_t attn_n_kv = mask_p ? a.n_kv : st.pages * a.pool->geometry().page_size;
+  const TensorView mask =
+      mask_p ? TensorView(const_cast<uint8_t*>(mask_p), DType::U8, {n, a.n_kv}, device_) : none;
   const float scale = 1.0f / std::sqrt(float(hd));
 
   using profiler::ScopedOpTimer;
   {
     ScopedOpTimer t("embedding");
     ops::embedding(weight_view(embed_, {c.vocab_size, H}, packed_ && c.tie_word_embeddings),
-                   TensorView(const_cast<int32_t*>(tokens_p), DType::I32, {n}, device_), x);
+                   TensorView(const_cast<int32_t*>(in + st.tokens()), DType::I32, {n}, device_), x);
   }
   for (int li = 0; li < c.num_layers; ++li) {
     const Layer& L = layers_[size_t(li)];
-    const PagedKV kv = a.pool->layer(li, table_p, a.num_pages);
+    const PagedKV kv = a.pool->layer(li, in + st.table(), int(st.pages));
     {
       ScopedOpTimer t("rms_norm");
       ops::rms_norm(x, L.in_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
@@ -291,11 +360,11 @@ TensorView Model::run_layers(const ForwardArgs& a) {
     }
     {
       ScopedOpTimer t("rope_and_kv_write");
-      ops::qkv_rope_append(qkv_out, positions, inv_freq, kv, a.write_start, q);
+      ops::qkv_rope_append(qkv_out, positions, inv_freq, kv, st.slots_from_positions ? ops::kSlotsFromPositions : a.write_start, q);
     }
     {
       ScopedOpTimer t("attention");
-      ops::attention(q, kv, a.n_kv, scale, kv_limit, mask, attn);
+      ops::attention(q, kv, attn_n_kv, scale, kv_limit, mask, attn);
     }
     {
       ScopedOpTimer t("linear_o");
@@ -318,52 +387,22 @@ TensorView Model::run_layers(const ForwardArgs& a) {
       ops::linear(act, weight_view(L.down_w, {H, I}, packed_), none, x, x);
     }
   }
-  const TensorView last = view(slot[7], {nl, H});
-  if (nl == 0) return last;
-  ScopedOpTimer t("final_norm");
-  for (int64_t r = 0; r < nl; ++r)
-    copy_bytes(last.ptr<float>() + r * H, x.ptr<float>() + int64_t(a.logit_rows[r]) * H, size_t(H) * 4, device_);
-  ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
-  return last;
-}
-
-TensorView Model::lm_head_view() const {
-  const auto& c = config_;
-  return weight_view(c.tie_word_embeddings ? embed_ : lm_head_, {c.vocab_size, c.hidden_size}, packed_);
-}
-
-void Model::forward(const ForwardArgs& a, float* logits_out) {
-  const TensorView last = run_layers(a);
-  const int64_t nl = a.n_logits, V = config_.vocab_size;
   if (nl == 0) return;
-  profiler::ScopedOpTimer t("lm_head");
-  // logits_out is host memory: on a GPU the logits land in scratch and come down.
-  float* dst = logits_out;
-  if (device_ != Device::CPU) {
-    logits_dev_.reserve(size_t(nl * V) * 4);
-    dst = static_cast<float*>(logits_dev_.data());
+  const TensorView last = view(ar.slot[7], {nl, H});
+  {
+    ScopedOpTimer t("final_norm");
+    ops::gather_rows(x, TensorView(const_cast<int32_t*>(in + st.rows()), DType::I32, {nl}, device_), last);
+    ops::rms_norm(last, final_norm_.view(DType::F32, {H}), c.rms_norm_eps, last);
   }
-  ops::linear(last, lm_head_view(), TensorView(), TensorView(), TensorView(dst, DType::F32, {nl, V}, device_));
-  if (dst != logits_out) copy_bytes(logits_out, dst, size_t(nl * V) * 4, device_);
-}
-
-void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_out) {
-  const TensorView last = run_layers(a);
-  const int64_t nl = a.n_logits;
-  if (nl == 0) return;
-  profiler::ScopedOpTimer t("lm_head_top2");
-  int32_t* index = index_out;
-  float* prob = prob_out;
-  if (device_ != Device::CPU) {  // results land in device scratch, 16 bytes per row come down
-    logits_dev_.reserve(size_t(nl) * 16);
-    index = static_cast<int32_t*>(logits_dev_.data());
-    prob = reinterpret_cast<float*>(index + 2 * nl);
-  }
-  ops::lm_head_top2(last, lm_head_view(), TensorView(index, DType::I32, {nl, 2}, device_),
-                    TensorView(prob, DType::F32, {nl, 2}, device_));
-  if (index != index_out) {
-    copy_bytes(index_out, index, size_t(nl) * 8, device_);
-    copy_bytes(prob_out, prob, size_t(nl) * 8, device_);
+  const TensorView head =
+      weight_view(c.tie_word_embeddings ? embed_ : lm_head_, {c.vocab_size, H}, packed_);
+  if (out.index) {
+    ScopedOpTimer t("lm_head_top2");
+    ops::lm_head_top2(last, head, TensorView(out.index, DType::I32, {nl, 2}, device_),
+                      TensorView(out.prob, DType::F32, {nl, 2}, device_));
+  } else {
+    ScopedOpTimer t("lm_head");
+    ops::linear(last, head, none, none, TensorView(out.logits, DType::F32, {nl, c.vocab_size}, device_));
   }
 }
 

@@ -187,8 +187,17 @@ void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const T
             " must have head_dim/2 entries");
   FDL_CHECK(positions.shape[0] == len, op, ": positions ", positions.describe(), " does not match qkv ",
             qkv.describe());
-  FDL_CHECK(start >= 0 && start + len <= kv.capacity(), op, ": tokens [", start, ", ", start + len,
-            ") exceed the ", kv.capacity(), " tokens of the page table");
+  if (start == kSlotsFromPositions) {
+    if (positions.device == Device::CPU) {  // on a GPU the positions are device data: the caller guarantees them
+      const int32_t* pp = positions.ptr<int32_t>();
+      for (int64_t t = 0; t < len; ++t)
+        FDL_CHECK(pp[t] >= 0 && pp[t] < kv.capacity(), op, ": position ", pp[t], " at index ", t,
+                  " is outside the ", kv.capacity(), " tokens of the page table");
+    }
+  } else {
+    FDL_CHECK(start >= 0 && start + len <= kv.capacity(), op, ": tokens [", start, ", ", start + len,
+              ") exceed the ", kv.capacity(), " tokens of the page table");
+  }
   need(kernels(qkv.device).qkv_rope_append, op, qkv.device)(qkv.ptr<float>(), len, heads, positions.ptr<int32_t>(),
                                                             inv_freq.ptr<float>(), kv, start, q_out.ptr<float>());
 }
@@ -264,6 +273,28 @@ void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& in
   need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],
                                                       w.shape[0], x.shape[1], index.ptr<int32_t>(),
                                                       prob.ptr<float>());
+}
+
+void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out) {
+  const char* op = "gather_rows";
+  expect(x, op, "x", 2);
+  expect(rows, op, "rows", 1);
+  expect(out, op, "out", 2);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(rows, op, "rows", DType::I32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(out.shape[0] == rows.shape[0] && out.shape[1] == x.shape[1], op, ": out ", out.describe(),
+            " must be [", rows.shape[0], ", ", x.shape[1], "]");
+  same_device(x, rows, op);
+  same_device(x, out, op);
+  if (rows.device == Device::CPU) {
+    const int32_t* r = rows.ptr<int32_t>();
+    for (int64_t i = 0; i < rows.shape[0]; ++i)
+      FDL_CHECK(r[i] >= 0 && r[i] < x.shape[0], op, ": row ", r[i], " at index ", i, " is outside [0, ",
+                x.shape[0], ")");
+  }
+  need(kernels(x.device).gather_rows, op, x.device)(x.ptr<float>(), rows.ptr<int32_t>(), rows.shape[0], x.shape[1],
+                                                    out.ptr<float>());
 }
 
 }  // namespace fastdllm::ops

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -13,6 +14,9 @@
 #include "fastdllm/tensor.h"
 
 namespace fastdllm {
+
+class GraphCache;
+struct StepInputs;
 
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0;
@@ -44,6 +48,7 @@ struct ForwardArgs {
 class Model {
  public:
   Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU);
+  ~Model();
 
   const ModelConfig& config() const { return config_; }
   DType weight_dtype() const { return weight_dtype_; }
@@ -66,6 +71,14 @@ class Model {
   // probabilities (ops::lm_head_top2); the logits are never materialised.
   void forward_top2(const ForwardArgs& args, int32_t* index_out, float* prob_out);
 
+  // On CUDA, forwards without a mask replay captured graphs (runtime/graph_cache.h;
+  // FASTDLLM_CUDA_GRAPHS=0 turns them off): how many ran eagerly, were captured,
+  // were replayed. All zero on the CPU.
+  struct GraphRuns {
+    int64_t eager = 0, captured = 0, replayed = 0;
+  };
+  GraphRuns graph_runs() const { return {graph_runs_[0], graph_runs_[1], graph_runs_[2]}; }
+
  private:
   struct Layer {
     Buffer qkv_w, qkv_b, o_w, gate_up_w, down_w, in_norm, post_norm;
@@ -73,10 +86,20 @@ class Model {
   Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
   TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const;
   void check_forward(const ForwardArgs& a) const;
-  // Embedding and all layers; returns the final-normed hidden rows [n_logits, H]
-  // requested by args (a view into the activation arena).
-  TensorView run_layers(const ForwardArgs& args);
-  TensorView lm_head_view() const;
+  // Where a forward writes its result: logits, or the greedy top-2 (index, prob).
+  struct Output {
+    float* logits;
+    int32_t* index;
+    float* prob;
+  };
+  struct Arena {
+    static constexpr int kSlots = 8;
+    float* slot[kSlots];
+  };
+  Arena arena(int64_t n, int64_t n_logits);
+  void run(const ForwardArgs& args, const Output& out);
+  void encode(const ForwardArgs& args, const Arena& arena, const int32_t* step, const uint8_t* mask,
+              const Output& out);
 
   ModelConfig config_;
   DType weight_dtype_;
@@ -92,6 +115,10 @@ class Model {
   // also the staging of per-forward host arrays and the logits before download.
   Buffer act_;
   Buffer staging_, logits_dev_;
+  std::unique_ptr<StepInputs> step_;
+  std::unique_ptr<GraphCache> graphs_;  // CUDA only
+  uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_ move
+  int64_t graph_runs_[3] = {0, 0, 0};
 };
 
 }  // namespace fastdllm

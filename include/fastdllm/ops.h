@@ -57,8 +57,16 @@ void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64
 // is split; q gets RoPE into q_out [L, heads, head_dim]; k gets RoPE and, with v,
 // goes straight into tokens [start, start+L) of the cache. Same math as
 // rope + kv_write, one pass over the data.
+// start == kSlotsFromPositions: token t goes to cache slot positions[t] instead
+// (the decode loop always writes a token at its position); then nothing that
+// changes from step to step is a kernel argument, which lets a CUDA graph of the
+// forward be replayed.
+constexpr int64_t kSlotsFromPositions = -1;
 void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& inv_freq,
                      const PagedKV& kv, int64_t start, const TensorView& q_out);
+
+// out[i, :] = x[rows[i], :]  (x, out fp32; rows I32 on x's device, each in [0, x.shape[0])).
+void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out);
 
 // Scaled dot-product attention of q [Lq, heads, head_dim] over the first n_kv
 // tokens of the cache, GQA (query head h reads kv head h / (heads / kv_heads)).

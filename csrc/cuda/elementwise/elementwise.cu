@@ -110,7 +110,19 @@ __global__ void argmax_prob_kernel(const float* logits, int64_t vocab, int32_t* 
   }
 }
 
+__global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t cols, float* out) {
+  const float* src = x + int64_t(rows[blockIdx.x]) * cols;
+  float* dst = out + int64_t(blockIdx.x) * cols;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[c];
+}
+
 }  // namespace
+
+void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out) {
+  if (n_rows == 0) return;
+  gather_rows_kernel<<<unsigned(n_rows), 256, 0, stream()>>>(x, rows, cols, out);
+  check_launch("gather_rows");
+}
 
 void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t hidden, const int32_t* ids,
                int64_t n, float* out) {

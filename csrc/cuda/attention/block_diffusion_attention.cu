@@ -1,0 +1,252 @@
+// Block-diffusion attention over the paged KV cache on the GPU (ops::attention).
+//
+// What it computes: for query i (of len_q) and query head h, softmax(scale *
+// q.K^T) V over the keys j < n_kv that are visible: j < kv_limit[i] (when given)
+// and mask[i, j] != 0 (when given); a query that sees no key gets zeros. The
+// decode loop expresses the whole Fast-dLLM v2 mask as kv_limit: causal over
+// committed pages, bidirectional inside the block, and the 32-granular
+// block-causal limit of denoising forwards for B > 32; no mask or score matrix is
+// materialised in device memory.
+//
+// How: split-KV ("flash-decoding") in two kernels.
+//   1. grid (kv head, query tile of kQueryTile queries, key split). A CTA serves
+//      all group = heads / kv_heads query heads of its kv head for its queries
+//      (GQA: every K/V tile is read once for up to kQueryTile * group rows), and
+//      walks its key range in tiles of 32 keys staged through shared memory
+//      (K from its transposed page layout, V row-major, both coalesced). Per
+//      (row, tile) one warp scores the 32 keys lane-per-key, updates the row's
+//      online-softmax state (running max, sum; fp32) and its unnormalised output
+//      accumulator, kept in shared memory.
+//   2. grid (query, head): merges the splits' (max, sum, accumulator) states.
+// The split count is chosen from the launch shape so that decoding (1-64
+// queries over a few hundred to thousands of keys) fills the SMs; prefill
+// shapes get one split. Keys past the largest kv_limit of a CTA's queries cost
+// nothing (the CTA stops there).
+//
+// Layout: fastdllm/ops.h PagedKV, fp32 pages. Limits: head_dim a multiple of 32
+// and at most 256; dynamic shared memory (2 * 32 * head_dim + 2 * rows *
+// head_dim + 2 * rows floats, rows = kQueryTile * group) within the device's
+// opt-in limit (about 61 KB for Qwen2.5 7B: head_dim 128, group 7). This is a
+// SIMT kernel: decoding attention is a small share of a forward next to the
+// weight stream; a wgmma/TMA version would pay off for long prefills.
+#include <cfloat>
+
+#include "core/caching_allocator.h"
+#include "cuda/cuda_common.cuh"
+#include "cuda/cuda_kernels.h"
+#include "fastdllm/error.h"
+
+namespace fastdllm::cuda {
+
+namespace {
+
+constexpr int kTileKeys = 32;  // one key per lane
+constexpr int kQueryTile = 4;
+constexpr int kWarps = 4;
+constexpr int kMaxHeadDim = 256;
+
+struct SplitParams {
+  const float* q;  // [len_q, heads, hd]
+  int64_t len_q, heads;
+  PagedKV kv;
+  int64_t n_kv;
+  float scale;
+  const int32_t* kv_limit;  // [len_q] or null
+  const uint8_t* mask;      // [len_q, n_kv] or null
+  int64_t keys_per_split;   // a multiple of kTileKeys
+  float* part_acc;          // [splits, len_q, heads, hd]
+  float* part_ml;           // [splits, len_q, heads, 2]: running max, sum
+};
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__device__ __forceinline__ int64_t query_limit(const SplitParams& p, int64_t i) {
+  return p.kv_limit && p.kv_limit[i] < p.n_kv ? p.kv_limit[i] : p.n_kv;
+}
+
+__global__ void __launch_bounds__(32 * kWarps) attention_split_kernel(SplitParams p) {
+  extern __shared__ float smem[];
+  const PagedKV& kv = p.kv;
+  const int hd = kv.head_dim, ps = kv.page_size;
+  const int64_t g = blockIdx.x, q0 = int64_t(blockIdx.y) * kQueryTile, split = blockIdx.z;
+  const int64_t group = p.heads / kv.num_kv_heads;
+  const int nq = int(p.len_q - q0 < kQueryTile ? p.len_q - q0 : kQueryTile);
+  const int rows = int(nq * group);  // row r: query q0 + r / group, head g * group + r % group
+  float* ks = smem;                          // [hd][32]
+  float* vs = ks + kTileKeys * hd;           // [32][hd]
+  float* qs = vs + kTileKeys * hd;           // [rows][hd], pre-scaled
+  float* acc = qs + kQueryTile * group * hd;  // [rows][hd]
+  float* row_m = acc + kQueryTile * group * hd;
+  float* row_l = row_m + kQueryTile * group;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+
+  int64_t kmax = 0;  // the furthest key any of this CTA's queries sees
+  for (int i = 0; i < nq; ++i) kmax = max(kmax, query_limit(p, q0 + i));
+  const int64_t k0 = split * p.keys_per_split, k1 = min(kmax, k0 + p.keys_per_split);
+
+  for (int idx = threadIdx.x; idx < rows * hd; idx += blockDim.x) {
+    const int r = idx / hd, e = idx % hd;
+    const int64_t qi = q0 + r / group, h = g * group + r % group;
+    qs[idx] = p.q[(qi * p.heads + h) * hd + e] * p.scale;
+    acc[idx] = 0.f;
+  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    row_m[r] = -FLT_MAX;
+    row_l[r] = 0.f;
+  }
+
+  for (int64_t t0 = k0; t0 < k1; t0 += kTileKeys) {
+    __syncthreads();  // the previous tile's readers are done (and the init above is visible)
+    for (int idx = threadIdx.x; idx < kTileKeys * hd; idx += blockDim.x) {
+      const int jj = idx % kTileKeys, e = idx / kTileKeys;  // K: consecutive threads, consecutive keys
+      const int64_t key = t0 + jj;
+      float kval = 0.f;
+      if (key < k1) {
+        const float* blk = static_cast<const float*>(kv.base) + int64_t(kv.page_table[key / ps]) * kv.page_stride +
+                           kv.k_offset + g * kv.head_stride;
+        kval = blk[int64_t(e) * ps + key % ps];
+      }
+      ks[e * kTileKeys + jj] = kval;
+      const int ve = idx % hd, vj = idx / hd;  // V: consecutive threads, consecutive dims
+      const int64_t vkey = t0 + vj;
+      float vval = 0.f;
+      if (vkey < k1) {
+        const float* blk = static_cast<const float*>(kv.base) + int64_t(kv.page_table[vkey / ps]) * kv.page_stride +
+                           kv.v_offset + g * kv.head_stride;
+        vval = blk[(vkey % ps) * hd + ve];
+      }
+      vs[vj * hd + ve] = vval;
+    }
+    __syncthreads();
+    const int64_t key = t0 + lane;
+    for (int r = warp; r < rows; r += kWarps) {
+      const int64_t qi = q0 + r / group;
+      const bool visible = key < k1 && key < query_limit(p, qi) && (!p.mask || p.mask[qi * p.n_kv + key]);
+      float s = -FLT_MAX;
+      if (visible) {
+        const float* qr = qs + r * hd;
+        float d = 0.f;
+        for (int e = 0; e < hd; ++e) d += qr[e] * ks[e * kTileKeys + lane];
+        s = d;
+      }
+      const float tile_max = warp_max(s);
+      if (tile_max == -FLT_MAX) continue;  // nothing visible in this tile for this row (warp-uniform)
+      const float m_old = row_m[r], m_new = fmaxf(m_old, tile_max);
+      const float corr = __expf(m_old - m_new);
+      const float pj = visible ? __expf(s - m_new) : 0.f;
+      const float tile_sum = warp_sum(pj);
+      // Fixed trip counts with a guard keep a[] in registers.
+      float a[kMaxHeadDim / 32];
+      const int per = hd / 32;
+#pragma unroll
+      for (int c = 0; c < kMaxHeadDim / 32; ++c) a[c] = c < per ? acc[r * hd + lane + 32 * c] * corr : 0.f;
+      for (int j = 0; j < kTileKeys; ++j) {
+        const float pb = __shfl_sync(0xffffffffu, pj, j);
+        if (pb == 0.f) continue;  // warp-uniform
+#pragma unroll
+        for (int c = 0; c < kMaxHeadDim / 32; ++c)
+          if (c < per) a[c] += pb * vs[j * hd + lane + 32 * c];
+      }
+#pragma unroll
+      for (int c = 0; c < kMaxHeadDim / 32; ++c)
+        if (c < per) acc[r * hd + lane + 32 * c] = a[c];
+      __syncwarp();
+      if (lane == 0) {
+        row_m[r] = m_new;
+        row_l[r] = row_l[r] * corr + tile_sum;
+      }
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < rows * hd; idx += blockDim.x) {
+    const int r = idx / hd, e = idx % hd;
+    const int64_t qi = q0 + r / group, h = g * group + r % group;
+    p.part_acc[((split * p.len_q + qi) * p.heads + h) * hd + e] = acc[idx];
+  }
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int64_t qi = q0 + r / group, h = g * group + r % group;
+    float* ml = p.part_ml + ((split * p.len_q + qi) * p.heads + h) * 2;
+    ml[0] = row_m[r];
+    ml[1] = row_l[r];
+  }
+}
+
+// One block per (query, head), head_dim threads.
+__global__ void attention_merge_kernel(const float* part_acc, const float* part_ml, int64_t splits, int64_t len_q,
+                                       int64_t heads, int hd, float* out) {
+  const int64_t i = blockIdx.x, h = blockIdx.y;
+  float M = -FLT_MAX;
+  for (int64_t s = 0; s < splits; ++s) {
+    const float* ml = part_ml + ((s * len_q + i) * heads + h) * 2;
+    if (ml[1] > 0.f) M = fmaxf(M, ml[0]);
+  }
+  float L = 0.f, o = 0.f;
+  const int e = threadIdx.x;
+  for (int64_t s = 0; s < splits; ++s) {
+    const int64_t base = (s * len_q + i) * heads + h;
+    const float* ml = part_ml + base * 2;
+    if (ml[1] <= 0.f) continue;
+    const float w = __expf(ml[0] - M);
+    L += ml[1] * w;
+    o += part_acc[base * hd + e] * w;
+  }
+  out[(i * heads + h) * hd + e] = L > 0.f ? o / L : 0.f;
+}
+
+size_t split_smem_bytes(int hd, int64_t group) {
+  return sizeof(float) * size_t(2 * kTileKeys * hd + 2 * kQueryTile * group * hd + 2 * kQueryTile * group);
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
+               const int32_t* kv_limit, const uint8_t* mask, float* out) {
+  const int hd = kv.head_dim;
+  FDL_CHECK(hd % 32 == 0 && hd <= kMaxHeadDim, "attention on CUDA: head_dim ", hd,
+            " must be a multiple of 32 and at most ", kMaxHeadDim);
+  if (len_q == 0) return;
+  const int64_t group = heads / kv.num_kv_heads;
+  const size_t smem = split_smem_bytes(hd, group);
+  static int max_smem = [] {
+    int v = 0;
+    cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    return v;
+  }();
+  FDL_CHECK(smem <= size_t(max_smem), "attention on CUDA: ", smem, " bytes of shared memory for group ", group,
+            " and head_dim ", hd, " exceed the device's ", max_smem);
+  static size_t smem_set = 0;  // raise the opt-in once per larger size, outside any graph capture's hot path
+  if (smem > smem_set) {
+    if (cudaFuncSetAttribute(attention_split_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
+        cudaSuccess)
+      check_launch("attention/set_smem");
+    smem_set = smem;
+  }
+  // Enough CTAs to cover the SMs about twice over, in whole 32-key tiles.
+  const int64_t q_tiles = (len_q + kQueryTile - 1) / kQueryTile;
+  const int64_t ctas = kv.num_kv_heads * q_tiles;
+  const int64_t max_splits = (n_kv + kTileKeys - 1) / kTileKeys;
+  int64_t splits = (264 + ctas - 1) / ctas;
+  splits = splits < 1 ? 1 : (splits > max_splits ? max_splits : splits);
+  const int64_t tiles_per_split = (max_splits + splits - 1) / splits;
+  const int64_t keys_per_split = tiles_per_split * kTileKeys;
+  splits = (n_kv + keys_per_split - 1) / keys_per_split;
+  if (splits < 1) splits = 1;
+
+  CachingAllocator& alloc = device_allocator();
+  DeviceScratch part_acc(alloc, size_t(splits * len_q * heads * hd) * sizeof(float));
+  DeviceScratch part_ml(alloc, size_t(splits * len_q * heads * 2) * sizeof(float));
+  SplitParams p{q, len_q, heads, kv, n_kv, scale, kv_limit, mask, keys_per_split, part_acc.as<float>(),
+                part_ml.as<float>()};
+  attention_split_kernel<<<dim3(unsigned(kv.num_kv_heads), unsigned(q_tiles), unsigned(splits)), 32 * kWarps, smem,
+                           stream()>>>(p);
+  check_launch("attention/split");
+  attention_merge_kernel<<<dim3(unsigned(len_q), unsigned(heads)), unsigned(hd), 0, stream()>>>(
+      part_acc.as<float>(), part_ml.as<float>(), splits, len_q, heads, hd, out);
+  check_launch("attention/merge");
+}
+
+}  // namespace fastdllm::cuda
