@@ -114,3 +114,61 @@ def test_qkv_rope_append(rows):
         res.append((q, ops.attend(probe, pool, pages, rows, 0.1)))
     np.testing.assert_allclose(res[1][0], res[0][0], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(res[1][1], res[0][1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 8, 33])
+@pytest.mark.parametrize("k,vocab", [(40, 23), (1536, 151936)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lm_head_top2(rows, k, vocab, dtype):
+    x, w = randn(rows, k), randn(vocab, k) * 0.05
+    wp = w if dtype == "float32" else bf16(w)
+    wd = "" if dtype == "float32" else dtype
+    ci, cp = ops.lm_head_top2(x, wp, weight_dtype=wd)
+    gi, gp = ops.lm_head_top2(x, wp, weight_dtype=wd, device="cuda")
+    if dtype == "float32":  # the same fp32 logits up to summation order: same choice
+        np.testing.assert_array_equal(gi, ci)
+        np.testing.assert_allclose(gp, cp, rtol=1e-4)
+    else:  # bf16-rounded activations on the GPU: the GPU's choice is a top choice of the CPU logits
+        logits = ops.linear(x, wp, weight_dtype=wd)
+        chosen = np.take_along_axis(logits, gi[:, :1].astype(np.int64), 1)[:, 0]
+        np.testing.assert_allclose(chosen, logits.max(1), rtol=0, atol=2e-2 * np.abs(logits).max())
+        np.testing.assert_allclose(gp[:, 0], cp[:, 0], rtol=5e-2)
+
+
+def test_gather_rows():
+    x = randn(17, 1536)
+    rows = np.array([16, 0, 3, 3], np.int32)
+    np.testing.assert_array_equal(ops.gather_rows(x, rows, device="cuda"), x[rows])
+
+
+def test_cuda_graphs_replay_token_exact(fp32_dir, monkeypatch):
+    """Greedy decoding replays captured forwards, and the tokens and forward
+    counts equal the CPU's and those of the same engine without graphs."""
+    kw = dict(max_new_tokens=96, block_size=32, sub_block_size=8, threshold=0.9, use_block_cache=True,
+              stop_token_id=2)
+    prompt = RNG.integers(0, 500, 21).tolist()
+    cpu = fastdllm_rt.Engine(fp32_dir).generate_ids(prompt, **kw)
+    gpu = fastdllm_rt.Engine(fp32_dir, device="cuda")
+    with_graphs = gpu.generate_ids(prompt, **kw)
+    runs = gpu.model.graph_runs
+    assert runs["replayed"] > 0 and runs["captured"] > 0, runs
+    monkeypatch.setenv("FASTDLLM_CUDA_GRAPHS", "0")
+    plain = fastdllm_rt.Engine(fp32_dir, device="cuda")
+    without = plain.generate_ids(prompt, **kw)
+    assert plain.model.graph_runs == {"eager": 0, "captured": 0, "replayed": 0}
+    for r in (with_graphs, without):
+        assert r.token_ids == cpu.token_ids and r.num_forwards == cpu.num_forwards
+
+
+def test_bf16_engine_graphs_match_eager(tmp_path, monkeypatch):
+    """bf16 weights take the CUTLASS GEMMs (small-M stream-K for decoding);
+    replayed graphs give the same tokens as eager launches."""
+    cfg = make_config(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                      intermediate_size=512, vocab_size=1024, mask_token_id=1023)
+    path = write_model(str(tmp_path), cfg, dtype=torch.bfloat16, seed=9)
+    prompt = RNG.integers(0, 1000, 37).tolist()
+    kw = dict(max_new_tokens=64, block_size=32, sub_block_size=8, threshold=0.9, use_block_cache=True)
+    a = fastdllm_rt.Engine(path, device="cuda").generate_ids(prompt, **kw)
+    monkeypatch.setenv("FASTDLLM_CUDA_GRAPHS", "0")
+    b = fastdllm_rt.Engine(path, device="cuda").generate_ids(prompt, **kw)
+    assert a.token_ids == b.token_ids and a.num_forwards == b.num_forwards

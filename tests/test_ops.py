@@ -167,6 +167,14 @@ def test_lm_head_top2_errors():
         ops.lm_head_top2(x, w.astype(np.int32))
 
 
+def test_gather_rows():
+    x = randn(9, 13)
+    rows = np.array([8, 0, 4, 4], np.int32)
+    np.testing.assert_array_equal(ops.gather_rows(x, rows), x[rows])
+    with pytest.raises(ValueError, match="gather_rows: row 9 at index 1 is outside"):
+        ops.gather_rows(x, np.array([0, 9], np.int32))
+
+
 def ref_attention(q, k, v, allowed, scale):
     qt, kt, vt = (torch.from_numpy(a).transpose(0, 1) for a in (q, k, v))
     rep = qt.shape[0] // kt.shape[0]

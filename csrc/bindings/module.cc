@@ -298,6 +298,13 @@ void bind_ops(py::module_& m) {
     d.finish();
     return out;
   }, py::arg("a"), py::arg("b"), py::arg("device") = "cpu");
+  m.def("gather_rows", [](py::array x, py::array rows, const std::string& device) {
+    auto out = empty_f32({rows.shape(0), x.shape(1)});
+    OnDevice d(device);
+    ops::gather_rows(d.in(as_view(x)), d.in(as_view(rows)), d.out(as_view(out)));
+    d.finish();
+    return out;
+  }, py::arg("x"), py::arg("rows"), py::arg("device") = "cpu");
   m.def("argmax_prob", [](py::array logits, const std::string& device) {
     py::array_t<int32_t> idx(logits.shape(0));
     auto prob = empty_f32({logits.shape(0)});
