@@ -79,11 +79,15 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
                   int32_t* index, float* prob) {
   const int64_t chunks = (n + kChunkCols - 1) / kChunkCols;
   const int nt = omp_get_max_threads();
-  std::vector<RowState> states(size_t(nt) * size_t(m));
+  // Grown once and reused: nothing is allocated per decode step.
+  // (thread_local: the worker threads below reach it through `all`, the caller's copy.)
+  thread_local std::vector<RowState> states;
+  states.assign(size_t(nt) * size_t(m), RowState{});
+  RowState* const all = states.data();
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), nthr = omp_get_num_threads();
-    RowState* st = states.data() + size_t(t) * size_t(m);
+    RowState* st = all + size_t(t) * size_t(m);
     float* buf = scratch_floats(m * kChunkCols, 1);
     // Contiguous chunk ranges per thread keep the column order for the merge.
     const int64_t c0 = chunks * t / nthr, c1 = chunks * (t + 1) / nthr;
@@ -98,8 +102,8 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
     }
   }
   for (int64_t r = 0; r < m; ++r) {
-    RowState acc = states[size_t(r)];
-    for (int t = 1; t < nt; ++t) acc.merge_after(states[size_t(t) * size_t(m) + size_t(r)]);
+    RowState acc = all[r];
+    for (int t = 1; t < nt; ++t) acc.merge_after(all[size_t(t) * size_t(m) + size_t(r)]);
     // mx is the row maximum, v1 == mx.
     index[2 * r] = int32_t(acc.i1);
     prob[2 * r] = float(1.0 / acc.sum);

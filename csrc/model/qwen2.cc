@@ -298,7 +298,7 @@ void Model::run(const ForwardArgs& a, const Output& out) {
     key.n = n;
     key.n_logits = nl;
     key.top2 = top2;
-    key.pool = a.pool;
+    key.pool = a.pool->layer(0, nullptr, 0).base;  // the pages' storage: a new pool at an old address differs
     key.pages = step_->pages;
     const uint64_t epoch = (buffers_epoch_ << 32) ^ cuda::device_allocator().generation();
     ++graph_runs_[int(graphs_->run(key, epoch, body))];

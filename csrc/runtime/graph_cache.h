@@ -29,7 +29,7 @@ struct GraphKey {
   int64_t n = 0;          // tokens in the forward
   int64_t n_logits = 0;   // output rows
   bool top2 = false;      // greedy top-2 output instead of logits
-  const void* pool = nullptr;
+  const void* pool = nullptr;  // the KV pages' storage the launches point into
   int64_t pages = 0;      // page-table capacity the forward was laid out for
 
   auto tie() const { return std::tie(n, n_logits, top2, pool, pages); }
