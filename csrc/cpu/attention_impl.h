@@ -1,7 +1,8 @@
 // Attention over a paged KV cache, GQA, with a per-query key limit and/or an
 // explicit boolean mask. Work item = (query, kv head): the K/V rows of one kv
-// head are read once for all query heads of its group. Two passes over the keys
-// (scores, then softmax-weighted V) with the scores in per-thread scratch; fp32
+// head are read once for all query heads of its group (K in pass 1, V in pass 2).
+// Two passes over the keys (scores, then softmax-weighted V) with the scores in
+// per-thread scratch; fp32
 // throughout. Plain loops with `omp simd`, included by attention_avx2.cc and
 // attention_avx512.cc, which compile it for their ISA (the head-dim loops then
 // run 8 or 16 lanes wide); cpu::attention picks one at run time.
@@ -109,6 +110,67 @@ inline void page_scores_any(const float* qh, const float* kt, int64_t hd, int64_
   }
 }
 
+// og[h][e] = sum_j p[h][j] v_j[e] for the G heads of a group (p rows of
+// length limit, stride limit). The head dim goes in chunks of two vectors, the
+// G x 2 accumulators stay in registers, and each V row is loaded once for all
+// G heads. Per output element the sum runs over j in order, as a per-head loop
+// would.
+template <int G>
+inline void group_pv_heads(const float* p, int64_t limit, const PagedKV& kv, int64_t g, int64_t hd, float* og) {
+  constexpr int64_t kChunk = 2 * AVec::W;
+  const int64_t ps = kv.page_size;
+  int64_t e0 = 0;
+  for (; e0 + kChunk <= hd; e0 += kChunk) {
+    typename AVec::T a[G][2];
+    for (int h = 0; h < G; ++h) a[h][0] = a[h][1] = AVec::zero();
+    for (int64_t p0 = 0; p0 < limit; p0 += ps) {  // page by page: no division per key
+      const float* vp = head_block(kv, kv.v_offset, g, p0 / ps) + e0;
+      const int64_t rows = std::min(ps, limit - p0);
+      for (int64_t r = 0; r < rows; ++r) {
+        const typename AVec::T v0 = AVec::load(vp + r * hd), v1 = AVec::load(vp + r * hd + AVec::W);
+        for (int h = 0; h < G; ++h) {
+          const typename AVec::T pb = AVec::set1(p[h * limit + p0 + r]);
+          a[h][0] = AVec::fma(pb, v0, a[h][0]);
+          a[h][1] = AVec::fma(pb, v1, a[h][1]);
+        }
+      }
+    }
+    for (int h = 0; h < G; ++h) {
+      AVec::store(og + h * hd + e0, a[h][0]);
+      AVec::store(og + h * hd + e0 + AVec::W, a[h][1]);
+    }
+  }
+  if (e0 == hd) return;
+  for (int h = 0; h < G; ++h) {  // head-dim tail
+    float* o = og + h * hd;
+    for (int64_t e = e0; e < hd; ++e) o[e] = 0.f;
+    for (int64_t j = 0; j < limit; ++j) {
+      const float pj = p[h * limit + j];
+      const float* vr = v_row(kv, g, j);
+#pragma omp simd
+      for (int64_t e = e0; e < hd; ++e) o[e] += pj * vr[e];
+    }
+  }
+}
+
+inline void group_pv(const float* p, int64_t limit, const PagedKV& kv, int64_t g, int64_t hd, int64_t group,
+                     float* og) {
+  for (int64_t h = 0; h < group; h += kMaxG) {
+    const float* ph = p + h * limit;
+    float* o = og + h * hd;
+    switch (std::min(kMaxG, group - h)) {
+      case 8: group_pv_heads<8>(ph, limit, kv, g, hd, o); break;
+      case 7: group_pv_heads<7>(ph, limit, kv, g, hd, o); break;
+      case 6: group_pv_heads<6>(ph, limit, kv, g, hd, o); break;
+      case 5: group_pv_heads<5>(ph, limit, kv, g, hd, o); break;
+      case 4: group_pv_heads<4>(ph, limit, kv, g, hd, o); break;
+      case 3: group_pv_heads<3>(ph, limit, kv, g, hd, o); break;
+      case 2: group_pv_heads<2>(ph, limit, kv, g, hd, o); break;
+      default: group_pv_heads<1>(ph, limit, kv, g, hd, o); break;
+    }
+  }
+}
+
 void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
                float scale, const int32_t* kv_limit, const uint8_t* mask, float* out) {
   const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads, group = heads / nkv;
@@ -134,16 +196,19 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
           for (int64_t r = 0; r < rows; ++r)
             scores[h * limit + p0 + r] = (!mrow || mrow[p0 + r]) ? acc[h * ps + r] * scale : neg_inf;
       }
-      // Pass 2: per head, softmax and the weighted sum of V.
+      // Pass 2: per head the softmax (sc rows become probabilities, inv[h] =
+      // 1/sum, 0 for a head that sees no key), then the weighted sum of V for
+      // all heads of the group at once, so that each V row is loaded once per
+      // group instead of once per head.
+      float* inv = acc;  // acc (>= group floats) is free after pass 1
       for (int64_t h = 0; h < group; ++h) {
-        float* o = out + (i * heads + g * group + h) * hd;
         float* sc = scores + h * limit;
         float mx = neg_inf;
 #pragma omp simd reduction(max : mx)
         for (int64_t j = 0; j < limit; ++j) mx = sc[j] > mx ? sc[j] : mx;
-        for (int64_t e = 0; e < hd; ++e) acc[e] = 0.f;
-        if (mx == neg_inf) {  // no visible key
-          for (int64_t e = 0; e < hd; ++e) o[e] = 0.f;
+        if (mx == neg_inf) {  // no visible key: zero weights, zero output
+          for (int64_t j = 0; j < limit; ++j) sc[j] = 0.f;
+          inv[h] = 0.f;
           continue;
         }
         float sum = 0.f;
@@ -152,35 +217,12 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
           sc[j] = sc[j] == neg_inf ? 0.f : fast_exp(sc[j] - mx);
           sum += sc[j];
         }
-        // acc = sum_j p_j v_j, in chunks of 8 vectors of the head dim held in registers.
-        constexpr int64_t kChunk = 8 * AVec::W;
-        int64_t e0 = 0;
-        for (; e0 + kChunk <= hd; e0 += kChunk) {
-          typename AVec::T o[8];
-          for (int c = 0; c < 8; ++c) o[c] = AVec::zero();
-          for (int64_t p0 = 0; p0 < limit; p0 += ps) {  // page by page: no division per key
-            const float* vp = head_block(kv, kv.v_offset, g, p0 / ps) + e0;
-            const int64_t rows = std::min(ps, limit - p0);
-            for (int64_t r = 0; r < rows; ++r) {
-              const float p = sc[p0 + r];
-              if (p == 0.f) continue;
-              const typename AVec::T pb = AVec::set1(p);
-              const float* vr = vp + r * hd;
-              for (int c = 0; c < 8; ++c) o[c] = AVec::fma(pb, AVec::load(vr + c * AVec::W), o[c]);
-            }
-          }
-          for (int c = 0; c < 8; ++c) AVec::store(acc + e0 + c * AVec::W, o[c]);
-        }
-        for (int64_t j = 0; e0 < hd && j < limit; ++j) {  // head-dim tail
-          const float p = sc[j];
-          if (p == 0.f) continue;
-          const float* vr = v_row(kv, g, j);
-#pragma omp simd
-          for (int64_t e = e0; e < hd; ++e) acc[e] += p * vr[e];
-        }
-        const float inv = 1.0f / sum;
-        for (int64_t e = 0; e < hd; ++e) o[e] = acc[e] * inv;
+        inv[h] = 1.0f / sum;
       }
+      float* og = out + (i * heads + g * group) * hd;  // the group's output rows, [group][hd]
+      group_pv(scores, limit, kv, g, hd, group, og);
+      for (int64_t h = 0; h < group; ++h)
+        for (int64_t e = 0; e < hd; ++e) og[h * hd + e] *= inv[h];
     }
 }
 
