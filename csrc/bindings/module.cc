@@ -22,6 +22,7 @@
 #include "fastdllm/kv_cache.h"
 #include "fastdllm/model.h"
 #include "fastdllm/ops.h"
+#include "ops/launch_plans.h"
 #include "runtime/graph_cache.h"
 
 namespace py = pybind11;
@@ -393,6 +394,19 @@ PYBIND11_MODULE(_C, m) {
       d[py::str(kv.first)] = py::make_tuple(kv.second.calls, kv.second.seconds);
     return d;
   }, "Stop timing; returns {op: (calls, seconds)}.");
+
+  py::module_ plans_m = m.def_submodule("plans", "The CUDA kernels' host-side launch decisions (ops/launch_plans.h)");
+  plans_m.def("choose_gemm", [](const std::string& dtype, int64_t m, int64_t n, int64_t k) {
+    return std::string(plans::gemm_kind_name(plans::choose_gemm(dtype_from_name(dtype.c_str()), m, n, k)));
+  }, py::arg("weight_dtype"), py::arg("m"), py::arg("n"), py::arg("k"));
+  plans_m.def("attention", [](int64_t len_q, int64_t kv_heads, int64_t n_kv, int64_t target_ctas) {
+    const auto p = plans::plan_attention(len_q, kv_heads, n_kv, target_ctas);
+    py::dict d;
+    d["query_tiles"] = p.query_tiles;
+    d["splits"] = p.splits;
+    d["keys_per_split"] = p.keys_per_split;
+    return d;
+  }, py::arg("len_q"), py::arg("kv_heads"), py::arg("n_kv"), py::arg("target_ctas") = 264);
 
   py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
   bind_ops(ops_m);

@@ -18,9 +18,9 @@
 //      online-softmax state (running max, sum; fp32) and its unnormalised output
 //      accumulator, kept in shared memory.
 //   2. grid (query, head): merges the splits' (max, sum, accumulator) states.
-// The split count is chosen from the launch shape so that decoding (1-64
-// queries over a few hundred to thousands of keys) fills the SMs; prefill
-// shapes get one split. Keys past the largest kv_limit of a CTA's queries cost
+// The split count comes from plans::plan_attention (ops/launch_plans.h, tested
+// on the CPU): decoding (1-64 queries over a few hundred to thousands of keys)
+// fills the SMs; prefill shapes get one split. Keys past the largest kv_limit of a CTA's queries cost
 // nothing (the CTA stops there).
 //
 // Layout: fastdllm/ops.h PagedKV, fp32 pages. Limits: head_dim a multiple of 32
@@ -35,13 +35,14 @@
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
 #include "fastdllm/error.h"
+#include "ops/launch_plans.h"
 
 namespace fastdllm::cuda {
 
 namespace {
 
-constexpr int kTileKeys = 32;  // one key per lane
-constexpr int kQueryTile = 4;
+constexpr int kTileKeys = int(plans::kAttnTileKeys);  // one key per lane
+constexpr int kQueryTile = int(plans::kAttnQueryTile);
 constexpr int kWarps = 4;
 constexpr int kMaxHeadDim = 256;
 
@@ -225,16 +226,8 @@ void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, 
       check_launch("attention/set_smem");
     smem_set = smem;
   }
-  // Enough CTAs to cover the SMs about twice over, in whole 32-key tiles.
-  const int64_t q_tiles = (len_q + kQueryTile - 1) / kQueryTile;
-  const int64_t ctas = kv.num_kv_heads * q_tiles;
-  const int64_t max_splits = (n_kv + kTileKeys - 1) / kTileKeys;
-  int64_t splits = (264 + ctas - 1) / ctas;
-  splits = splits < 1 ? 1 : (splits > max_splits ? max_splits : splits);
-  const int64_t tiles_per_split = (max_splits + splits - 1) / splits;
-  const int64_t keys_per_split = tiles_per_split * kTileKeys;
-  splits = (n_kv + keys_per_split - 1) / keys_per_split;
-  if (splits < 1) splits = 1;
+  const plans::AttentionSplit plan = plans::plan_attention(len_q, kv.num_kv_heads, n_kv);
+  const int64_t q_tiles = plan.query_tiles, splits = plan.splits, keys_per_split = plan.keys_per_split;
 
   CachingAllocator& alloc = device_allocator();
   DeviceScratch part_acc(alloc, size_t(splits * len_q * heads * hd) * sizeof(float));

@@ -15,9 +15,11 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/launch_plans.h"
+
 namespace fastdllm::cuda {
 
-constexpr int64_t kSmallM = 64;
+using plans::kSmallM;
 
 struct GemmSm90Args {
   const void* x;           // bf16 [m, k] row-major (activations)

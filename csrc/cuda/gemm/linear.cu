@@ -2,8 +2,8 @@
 // x and out fp32; the op front-end for the CUTLASS GEMMs (gemm_sm90.h).
 //   bf16 weights with K % 8 == 0 and N % 8 == 0: x is rounded to bf16 (the
 //     precision of PyTorch's bf16 matmul), then one CUTLASS kernel with bias and
-//     residual fused into its epilogue, picked by M: the swapped stream-K
-//     configuration up to kSmallM rows (decoding), the 128x128 tiles above.
+//     residual fused into its epilogue, picked by plans::choose_gemm: the swapped
+//     stream-K configuration up to kSmallM rows (decoding), the 128x128 tiles above.
 //   anything else (fp32 / fp16 weights, odd sizes): a SIMT kernel, one warp per
 //     output element, exact fp32 accumulation. Correctness path, not fast.
 // Scratch (the bf16 copy of x, an fp32 copy of a non-fp32 bias, GEMM
@@ -14,6 +14,7 @@
 #include "cuda/cuda_kernels.h"
 #include "cuda/gemm/gemm_sm90.h"
 #include "fastdllm/error.h"
+#include "ops/launch_plans.h"
 
 namespace fastdllm::cuda {
 
@@ -59,7 +60,8 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
   FDL_CHECK(!packed, "linear: the packed weight layout is CPU-only");
   if (m == 0 || n == 0) return;
   const DType bt = bias ? bias_dtype : DType::F32;
-  if (wt == DType::BF16 && k % 8 == 0 && n % 8 == 0) {
+  const plans::GemmKind kind = plans::choose_gemm(wt, m, n, k);
+  if (kind != plans::GemmKind::Simt) {
     CachingAllocator& alloc = device_allocator();
     DeviceScratch xb(alloc, size_t(m * k) * 2);
     to_bf16_kernel<<<grid_for(m * k), 256, 0, stream()>>>(x, xb.as<__nv_bfloat16>(), m * k);
@@ -75,7 +77,7 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
       b = bias_f32.as<float>();
     }
     const GemmSm90Args g{xb.get(), w, b, residual, out, m, n, k};
-    const int rc = m <= kSmallM ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g);
+    const int rc = kind == plans::GemmKind::Sm90SmallM ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g);
     if (rc != 0) throw std::runtime_error(gemm_last_error());
     check_launch("linear/gemm");
     return;
