@@ -172,3 +172,21 @@ def test_bf16_engine_graphs_match_eager(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTDLLM_CUDA_GRAPHS", "0")
     b = fastdllm_rt.Engine(path, device="cuda").generate_ids(prompt, **kw)
     assert a.token_ids == b.token_ids and a.num_forwards == b.num_forwards
+
+
+@pytest.mark.parametrize("rows", [1, 8, 33, 127])
+def test_bf16_operands(rows):
+    """Norm and SiLU*mul write the GEMM's bf16 operand on the GPU as on the CPU,
+    and the CUTLASS GEMMs take it without a conversion pass."""
+    x, w, gu = randn(rows, 1536), randn(1536), randn(rows, 2 * 8960)
+    for dev_out, cpu_out in (
+            (ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16", device="cuda"), ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16")),
+            (ops.silu_mul(gu, out_dtype="bfloat16", device="cuda"), ops.silu_mul(gu, out_dtype="bfloat16"))):
+        a = torch.from_numpy(dev_out.view(np.int16)).view(torch.bfloat16).float().numpy()
+        b = torch.from_numpy(cpu_out.view(np.int16)).view(torch.bfloat16).float().numpy()
+        np.testing.assert_allclose(a, b, rtol=8e-3, atol=1e-6)  # one bf16 ulp where fp32 rounding differs
+    h = ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16")
+    wl, r = bf16(randn(2048, 1536)), randn(rows, 2048)
+    gpu = ops.linear(h, wl, residual=r, weight_dtype="bfloat16", x_dtype="bfloat16", device="cuda")
+    cpu = ops.linear(h, wl, residual=r, weight_dtype="bfloat16", x_dtype="bfloat16")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3 * np.sqrt(1536))

@@ -167,6 +167,29 @@ def test_lm_head_top2_errors():
         ops.lm_head_top2(x, w.astype(np.int32))
 
 
+def bf16_bits_to_f32(bits):
+    return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).float().numpy()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 33])
+def test_gemm_operands_in_bf16(isa, rows):
+    """rms_norm / silu_mul can write the bf16 operand of the next GEMM (the fp32
+    result rounded to nearest even), and linear takes it as x."""
+    x, w, gu = randn(rows, 40), randn(40), randn(rows, 2 * 24)
+    for got, ref in ((ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16"), ops.rms_norm(x, w, 1e-6)),
+                     (ops.silu_mul(gu, out_dtype="bfloat16"), ops.silu_mul(gu))):
+        assert got.dtype == np.uint16
+        np.testing.assert_array_equal(bf16_bits_to_f32(got), torch.from_numpy(ref).bfloat16().float().numpy())
+    h = ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16")
+    wl, b = randn(9, 40), randn(9)
+    np.testing.assert_allclose(ops.linear(h, wl, bias=b, x_dtype="bfloat16"),
+                               ops.linear(bf16_bits_to_f32(h), wl, bias=b), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="out_dtype must be"):
+        ops.silu_mul(gu, out_dtype="float16")
+    with pytest.raises(ValueError, match="linear: 'x' must be float32 or bfloat16"):
+        ops.linear(x.astype(np.float16), wl)
+
+
 def test_gather_rows():
     x = randn(9, 13)
     rows = np.array([8, 0, 4, 4], np.int32)

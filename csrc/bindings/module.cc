@@ -248,13 +248,19 @@ void bind_ops(py::module_& m) {
     // Logical shape travels with the array so linear() can recover it.
     return py::make_tuple(out, n, k);
   }, "Packs a bf16 (uint16) [N, K] matrix into the CPU GEMM layout: (packed, N, K).");
-  m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt, const std::string& device) {
-    auto out = empty_f32({x.shape(0), x.shape(1)});
+  // out_dtype "bfloat16": the result as bf16 bits (uint16), the GEMM-operand form.
+  m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt, const std::string& out_dtype,
+                       const std::string& device) -> py::array {
+    const bool bf16 = out_dtype == "bfloat16";
+    FDL_CHECK(bf16 || out_dtype == "float32", "out_dtype must be 'float32' or 'bfloat16', got '", out_dtype, "'");
+    py::array out = bf16 ? py::array(py::array_t<uint16_t>({x.shape(0), x.shape(1)}))
+                         : py::array(empty_f32({x.shape(0), x.shape(1)}));
     OnDevice d(device);
-    ops::rms_norm(d.in(as_view(x)), d.in(as_view(w, dt)), eps, d.out(as_view(out)));
+    ops::rms_norm(d.in(as_view(x)), d.in(as_view(w, dt)), eps, d.out(as_view(out, out_dtype)));
     d.finish();
     return out;
-  }, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("weight_dtype") = "", py::arg("device") = "cpu");
+  }, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("weight_dtype") = "", py::arg("out_dtype") = "float32",
+     py::arg("device") = "cpu");
   m.def("rope", [](py::array x, py::array pos, py::array inv_freq, const std::string& device) {
     // rope works in place: run it on a copy.
     py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
@@ -265,7 +271,7 @@ void bind_ops(py::module_& m) {
     return y;
   }, py::arg("x"), py::arg("positions"), py::arg("inv_freq"), py::arg("device") = "cpu");
   m.def("linear", [](py::array x, py::object w, py::object bias, py::object residual, const std::string& dt,
-                     const std::string& bias_dt, bool packed, const std::string& device) {
+                     const std::string& bias_dt, bool packed, const std::string& x_dt, const std::string& device) {
     TensorView wv;
     if (packed) {  // w is pack_bf16's (packed, N, K)
       auto t = w.cast<py::tuple>();
@@ -275,7 +281,7 @@ void bind_ops(py::module_& m) {
     }
     auto out = empty_f32({x.shape(0), py::ssize_t(wv.shape[0])});
     OnDevice d(device);
-    const TensorView xv = d.in(as_view(x)), bv = d.in(opt_view(bias, bias_dt)), rv = d.in(opt_view(residual)),
+    const TensorView xv = d.in(as_view(x, x_dt)), bv = d.in(opt_view(bias, bias_dt)), rv = d.in(opt_view(residual)),
                      ov = d.out(as_view(out)), wd = d.in(wv);
     {
       py::gil_scoped_release nogil;
@@ -284,14 +290,18 @@ void bind_ops(py::module_& m) {
     d.finish();
     return out;
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
-     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false, py::arg("device") = "cpu");
-  m.def("silu_mul", [](py::array gu, const std::string& device) {
-    auto out = empty_f32({gu.shape(0), gu.shape(1) / 2});
+     py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false, py::arg("x_dtype") = "",
+     py::arg("device") = "cpu");
+  m.def("silu_mul", [](py::array gu, const std::string& out_dtype, const std::string& device) -> py::array {
+    const bool bf16 = out_dtype == "bfloat16";
+    FDL_CHECK(bf16 || out_dtype == "float32", "out_dtype must be 'float32' or 'bfloat16', got '", out_dtype, "'");
+    py::array out = bf16 ? py::array(py::array_t<uint16_t>({gu.shape(0), gu.shape(1) / 2}))
+                         : py::array(empty_f32({gu.shape(0), gu.shape(1) / 2}));
     OnDevice d(device);
-    ops::silu_mul(d.in(as_view(gu)), d.out(as_view(out)));
+    ops::silu_mul(d.in(as_view(gu)), d.out(as_view(out, out_dtype)));
     d.finish();
     return out;
-  }, py::arg("gate_up"), py::arg("device") = "cpu");
+  }, py::arg("gate_up"), py::arg("out_dtype") = "float32", py::arg("device") = "cpu");
   m.def("add", [](py::array a, py::array b, const std::string& device) {
     auto out = empty_f32(std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
     OnDevice d(device);

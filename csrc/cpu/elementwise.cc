@@ -25,22 +25,25 @@ void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t h
   }
 }
 
-void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps,
-              float* out) {
+void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps, void* out,
+              DType out_dtype) {
+  const bool bf16 = out_dtype == DType::BF16;
 #pragma omp parallel if (rows * hidden > 32768)
   {
-    float* wf = scratch_floats(hidden);
+    float* wf = scratch_floats(2 * hidden);
+    float* tmp = wf + hidden;  // the fp32 row before rounding, for a bf16 out
     load_row_f32(w, wt, 0, hidden, wf);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * hidden;
-      float* o = out + r * hidden;
+      float* o = bf16 ? tmp : static_cast<float*>(out) + r * hidden;
       float ss = 0.f;
 #pragma omp simd reduction(+ : ss)
       for (int64_t i = 0; i < hidden; ++i) ss += xr[i] * xr[i];
       const float inv = 1.0f / std::sqrt(ss / float(hidden) + eps);
 #pragma omp simd
       for (int64_t i = 0; i < hidden; ++i) o[i] = wf[i] * (xr[i] * inv);
+      if (bf16) store_bf16(tmp, hidden, static_cast<uint16_t*>(out) + r * hidden);
     }
   }
 }
@@ -67,14 +70,20 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
   }
 }
 
-void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
-#pragma omp parallel for schedule(static) if (rows * inter > 32768)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* __restrict g = gate_up + r * 2 * inter;
-    const float* __restrict u = g + inter;
-    float* __restrict o = out + r * inter;
+void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter) {
+  const bool bf16 = out_dtype == DType::BF16;
+#pragma omp parallel if (rows * inter > 32768)
+  {
+    float* tmp = bf16 ? scratch_floats(inter) : nullptr;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* __restrict g = gate_up + r * 2 * inter;
+      const float* __restrict u = g + inter;
+      float* __restrict o = bf16 ? tmp : static_cast<float*>(out) + r * inter;
 #pragma omp simd
-    for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + fast_exp(-g[i])) * u[i];
+      for (int64_t i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + fast_exp(-g[i])) * u[i];
+      if (bf16) store_bf16(tmp, inter, static_cast<uint16_t*>(out) + r * inter);
+    }
   }
 }
 

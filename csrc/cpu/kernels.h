@@ -12,13 +12,15 @@ namespace fastdllm::cpu {
 // packed: table is a bf16 [vocab, hidden] matrix in the packed layout (the tied lm_head).
 void embedding(const void* table, DType table_dtype, bool packed, int64_t vocab, int64_t hidden,
                const int32_t* ids, int64_t n, float* out);
-void rms_norm(const float* x, const void* w, DType w_dtype, int64_t rows, int64_t hidden,
-              float eps, float* out);
+// out is float32 or bfloat16 (the rounded operand of the next GEMM).
+void rms_norm(const float* x, const void* w, DType w_dtype, int64_t rows, int64_t hidden, float eps, void* out,
+              DType out_dtype);
 void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t* positions,
           const float* inv_freq);
-void linear(const float* x, const void* w, DType w_dtype, bool packed, const void* bias, DType bias_dtype,
+// x is float32 or bfloat16.
+void linear(const void* x, DType x_dtype, const void* w, DType w_dtype, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k);
-void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter);
+void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
 void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start);
 // qkv [len, (heads + 2 * kv.num_kv_heads) * head_dim] -> q_out [len, heads, head_dim] with RoPE,

@@ -11,8 +11,14 @@ void linear_avx2(const float*, const void*, DType, const float*, const float*, f
 void linear_avx512(const float*, const void*, DType, const float*, const float*, float*, int64_t,
                    int64_t, int64_t);
 
-void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
+void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
+  const float* x = static_cast<const float*>(xv);
+  if (x_dtype != DType::F32) {  // bf16 activations: the kernels take fp32 (exact upcast)
+    float* tmp = scratch_floats(m * k, 2);
+    load_row_f32(xv, x_dtype, 0, m * k, tmp);
+    x = tmp;
+  }
   const float* b = static_cast<const float*>(bias);
   if (bias && bias_dtype != DType::F32) {  // small and off the hot path: models keep fp32 biases
     float* tmp = scratch_floats(n, 1);

@@ -97,7 +97,7 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
                            ? static_cast<const void*>(static_cast<const uint16_t*>(w) + packed_elems(col0, k))
                            : static_cast<const void*>(static_cast<const char*>(w) + col0 * k * dtype_size(wt));
       // Inside this parallel region the kernel's own parallel loop runs on this thread alone.
-      linear(x, wc, wt, packed, nullptr, DType::F32, nullptr, buf, m, cols, k);
+      linear(x, DType::F32, wc, wt, packed, nullptr, DType::F32, nullptr, buf, m, cols, k);
       for (int64_t r = 0; r < m; ++r) reduce_chunk_row(buf + r * cols, cols, col0, st[r]);
     }
   }

@@ -32,13 +32,17 @@ inline void load_row_f32(const void* src, DType t, int64_t offset, int64_t n, fl
   }
 }
 
+inline void store_bf16(const float* src, int64_t n, uint16_t* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);  // round to nearest even
+}
+
 // Grows to n floats and stays: per thread and slot, reused by every call. A
 // kernel that needs two scratch arrays at once takes two slots. Defined out of
 // line (scratch.cc, baseline flags) on purpose: the AVX-512 translation units
 // include this header, and an inline definition would let them emit their own
 // AVX-512 copy of std::vector code as a weak symbol that the linker may pick for
 // every caller, including AVX2-only machines.
-float* scratch_floats(int64_t n, int slot = 0);
+float* scratch_floats(int64_t n, int slot = 0);  // slot 0, 1 or 2
 
 // cs[0, half) = cos, cs[half, 2 half) = sin of pos * inv_freq[i], with the
 // frequencies in fp32 as HF Qwen2 computes them. Shared by rope and

@@ -25,6 +25,17 @@ __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return
 template <>
 __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
 
+// Stores of fp32 results as the output dtype (bf16: round to nearest even).
+__device__ __forceinline__ void store_as(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_as(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Calls f with a value of the activation type for float32 or bfloat16.
+template <class F>
+void by_act_dtype(DType t, F&& f) {
+  if (t == DType::BF16) f(__nv_bfloat16{});
+  else f(float{});
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

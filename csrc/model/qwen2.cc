@@ -326,10 +326,18 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
   const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
   const int64_t nl = a.n_logits;
   auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
-  const TensorView x = view(ar.slot[0], {n, H}), h = view(ar.slot[1], {n, H}), qkv_out = view(ar.slot[2], {n, qkv});
+  // On a GPU with bf16 weights the GEMM inputs that a norm or SiLU*mul produces
+  // are written as bf16 (the rounding the GEMM applies anyway), so no conversion
+  // pass runs before those GEMMs; the CPU kernels take fp32.
+  const DType operand = device_ != Device::CPU && weight_dtype_ == DType::BF16 ? DType::BF16 : DType::F32;
+  auto operand_view = [&](float* p, std::initializer_list<int64_t> dims) {
+    return TensorView(p, operand, dims, device_);
+  };
+  const TensorView x = view(ar.slot[0], {n, H}), h = operand_view(ar.slot[1], {n, H}),
+                   qkv_out = view(ar.slot[2], {n, qkv});
   const TensorView q = view(ar.slot[3], {n, c.num_heads, hd});
   const TensorView attn = view(ar.slot[4], {n, nq}), gate_up = view(ar.slot[5], {n, 2 * I}),
-                   act = view(ar.slot[6], {n, I});
+                   act = operand_view(ar.slot[6], {n, I});
   const TensorView none;
   const TensorView positions(const_cast<int32_t*>(in + st.positions()), DType::I32, {n}, device_);
   const TensorView inv_freq = inv_freq_.view(DType::F32, {hd / 2});

@@ -8,11 +8,11 @@ namespace fastdllm::ops {
 
 struct KernelTable {
   void (*embedding)(const void*, DType, bool, int64_t, int64_t, const int32_t*, int64_t, float*) = nullptr;
-  void (*rms_norm)(const float*, const void*, DType, int64_t, int64_t, float, float*) = nullptr;
+  void (*rms_norm)(const float*, const void*, DType, int64_t, int64_t, float, void*, DType) = nullptr;
   void (*rope)(float*, int64_t, int64_t, int64_t, const int32_t*, const float*) = nullptr;
-  void (*linear)(const float*, const void*, DType, bool, const void*, DType, const float*, float*,
+  void (*linear)(const void*, DType, const void*, DType, bool, const void*, DType, const float*, float*,
                  int64_t, int64_t, int64_t) = nullptr;
-  void (*silu_mul)(const float*, float*, int64_t, int64_t) = nullptr;
+  void (*silu_mul)(const float*, void*, DType, int64_t, int64_t) = nullptr;
   void (*add)(const float*, const float*, float*, int64_t) = nullptr;
   void (*kv_write)(const PagedKV&, const float*, const float*, int64_t, int64_t) = nullptr;
   void (*qkv_rope_append)(const float*, int64_t, int64_t, const int32_t*, const float*, const PagedKV&, int64_t,

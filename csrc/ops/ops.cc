@@ -22,6 +22,12 @@ void expect_dtype(const TensorView& t, const char* op, const char* name, DType d
   FDL_CHECK(t.dtype == d, op, ": '", name, "' must be ", dtype_name(d), ", got ", t.describe());
 }
 
+// Activations handed to a GEMM may be float32 or their bfloat16 rounding.
+void expect_operand(const TensorView& t, const char* op, const char* name) {
+  FDL_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, op, ": '", name,
+            "' must be float32 or bfloat16, got ", t.describe());
+}
+
 void same_device(const TensorView& a, const TensorView& b, const char* op) {
   FDL_CHECK(a.device == b.device, op, ": tensors on different devices (", a.describe(), " vs ",
             b.describe(), ")");
@@ -64,14 +70,15 @@ void rms_norm(const TensorView& x, const TensorView& weight, float eps, const Te
   expect(weight, op, "weight", 1);
   expect(out, op, "out", 2);
   expect_dtype(x, op, "x", DType::F32);
-  expect_dtype(out, op, "out", DType::F32);
+  expect_operand(out, op, "out");
   FDL_CHECK(is_float(weight.dtype), op, ": weight must be a float type, got ", weight.describe());
   FDL_CHECK(weight.shape[0] == x.shape[1], op, ": weight ", weight.describe(), " does not match x ", x.describe());
   FDL_CHECK(out.shape == x.shape, op, ": out ", out.describe(), " does not match x ", x.describe());
   FDL_CHECK(eps >= 0.f, op, ": eps must be >= 0, got ", eps);
   same_device(x, weight, op);
+  same_device(x, out, op);
   need(kernels(x.device).rms_norm, op, x.device)(x.ptr<float>(), weight.data, weight.dtype, x.shape[0],
-                                                 x.shape[1], eps, out.ptr<float>());
+                                                 x.shape[1], eps, out.data, out.dtype);
 }
 
 void rope(const TensorView& x, const TensorView& positions, const TensorView& inv_freq) {
@@ -97,7 +104,7 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
   expect(x, op, "x", 2);
   expect(w, op, "weight", 2);
   expect(out, op, "out", 2);
-  expect_dtype(x, op, "x", DType::F32);
+  expect_operand(x, op, "x");
   expect_dtype(out, op, "out", DType::F32);
   FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
   FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
@@ -118,7 +125,7 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
   }
   FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
   need(kernels(x.device).linear, op, x.device)(
-      x.ptr<float>(), w.data, w.dtype, w.packed, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
+      x.data, x.dtype, w.data, w.dtype, w.packed, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
       x.shape[0], w.shape[0], x.shape[1]);
 }
 
@@ -127,10 +134,11 @@ void silu_mul(const TensorView& gate_up, const TensorView& out) {
   expect(gate_up, op, "gate_up", 2);
   expect(out, op, "out", 2);
   expect_dtype(gate_up, op, "gate_up", DType::F32);
-  expect_dtype(out, op, "out", DType::F32);
+  expect_operand(out, op, "out");
   FDL_CHECK(gate_up.shape[1] == 2 * out.shape[1] && gate_up.shape[0] == out.shape[0], op, ": gate_up ",
             gate_up.describe(), " must be [M, 2*I] for out ", out.describe());
-  need(kernels(out.device).silu_mul, op, out.device)(gate_up.ptr<float>(), out.ptr<float>(), out.shape[0],
+  same_device(gate_up, out, op);
+  need(kernels(out.device).silu_mul, op, out.device)(gate_up.ptr<float>(), out.data, out.dtype, out.shape[0],
                                                       out.shape[1]);
 }
 

@@ -32,19 +32,20 @@ namespace ops {
 // out[i, :] = table[ids[i], :]  (table [V, H] any float dtype, out fp32 [n, H]).
 void embedding(const TensorView& table, const TensorView& ids, const TensorView& out);
 
-// out = weight * (x * rsqrt(mean(x^2) + eps)), per row; x, out fp32 [M, H] (may alias).
+// out = weight * (x * rsqrt(mean(x^2) + eps)), per row; x fp32 [M, H]; out fp32 (may
+// alias x) or bf16: the rounded operand of a following bf16 GEMM, written in the same pass.
 void rms_norm(const TensorView& x, const TensorView& weight, float eps, const TensorView& out);
 
 // In place, non-interleaved halves (Qwen2 rotate_half) on x [L, heads, head_dim]
 // at absolute positions; inv_freq [head_dim/2] fp32.
 void rope(const TensorView& x, const TensorView& positions, const TensorView& inv_freq);
 
-// out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ residual[M, N]).
+// out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ residual[M, N]); x fp32 or bf16, out fp32.
 // bias and residual are optional (pass an undefined view); residual may alias out.
 void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
             const TensorView& residual, const TensorView& out);
 
-// out[M, I] = silu(gate_up[M, :I]) * gate_up[M, I:]
+// out[M, I] = silu(gate_up[M, :I]) * gate_up[M, I:]; out fp32 or bf16 (as rms_norm).
 void silu_mul(const TensorView& gate_up, const TensorView& out);
 
 // out = a + b (same shape; out may alias either).

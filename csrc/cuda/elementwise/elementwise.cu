@@ -1,9 +1,11 @@
 // Row-wise and elementwise CUDA kernels on fp32 activations: embedding gather,
 // RMSNorm (fp32 statistics), RoPE (non-interleaved halves, absolute positions),
-// SiLU*mul, add, and the vocabulary reduction (first argmax + its softmax
+// SiLU*mul, add, row gather, and the vocabulary reduction (first argmax + its softmax
 // probability, no softmax tensor). Weights may be fp32, fp16 or bf16 (row-major;
 // the CPU's packed layout is not used on the GPU). One block per row where a
-// row needs a reduction; grid-stride loops elsewhere. Limits: hidden sizes up
+// row needs a reduction; grid-stride loops elsewhere. RMSNorm and SiLU*mul may
+// write bf16: the rounded operand of the following GEMM, so that no separate
+// conversion pass runs before it. Limits: hidden sizes up
 // to 2^31; the vocabulary reduction accumulates its sum in double.
 #include <cfloat>
 
@@ -28,15 +30,15 @@ __global__ void embedding_kernel(const T* table, int64_t hidden, const int32_t* 
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) out[i * hidden + c] = to_f32(row[c]);
 }
 
-template <class T>
-__global__ void rms_norm_kernel(const float* x, const T* w, int64_t hidden, float eps, float* out) {
+template <class T, class TO>
+__global__ void rms_norm_kernel(const float* x, const T* w, int64_t hidden, float eps, TO* out) {
   const int64_t r = blockIdx.x;
   const float* xr = x + r * hidden;
   float ss = 0.f;
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) ss += xr[c] * xr[c];
   ss = block_sum(ss);
   const float inv = rsqrtf(ss / float(hidden) + eps);
-  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) out[r * hidden + c] = to_f32(w[c]) * (xr[c] * inv);
+  for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) store_as(out + r * hidden + c, to_f32(w[c]) * (xr[c] * inv));
 }
 
 __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int32_t* positions,
@@ -52,12 +54,13 @@ __global__ void rope_kernel(float* x, int64_t heads, int64_t head_dim, const int
   }
 }
 
-__global__ void silu_mul_kernel(const float* gate_up, float* out, int64_t rows, int64_t inter) {
+template <class TO>
+__global__ void silu_mul_kernel(const float* gate_up, TO* out, int64_t rows, int64_t inter) {
   const int64_t n = rows * inter;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / inter, c = i % inter;
     const float g = gate_up[r * 2 * inter + c], u = gate_up[r * 2 * inter + inter + c];
-    out[i] = g / (1.f + __expf(-g)) * u;
+    store_as(out + i, g / (1.f + __expf(-g)) * u);
   }
 }
 
@@ -135,11 +138,16 @@ void embedding(const void* table, DType t, bool packed, int64_t vocab, int64_t h
   check_launch("embedding");
 }
 
-void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps, float* out) {
+void rms_norm(const float* x, const void* w, DType wt, int64_t rows, int64_t hidden, float eps, void* out,
+              DType out_dtype) {
   if (rows == 0) return;
   by_dtype(wt, [&](auto z) {
-    using T = decltype(z);
-    rms_norm_kernel<T><<<unsigned(rows), 256, 0, stream()>>>(x, static_cast<const T*>(w), hidden, eps, out);
+    by_act_dtype(out_dtype, [&](auto zo) {
+      using T = decltype(z);
+      using TO = decltype(zo);
+      rms_norm_kernel<T, TO><<<unsigned(rows), 256, 0, stream()>>>(x, static_cast<const T*>(w), hidden, eps,
+                                                                   static_cast<TO*>(out));
+    });
   });
   check_launch("rms_norm");
 }
@@ -150,9 +158,12 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
   check_launch("rope");
 }
 
-void silu_mul(const float* gate_up, float* out, int64_t rows, int64_t inter) {
+void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter) {
   if (rows * inter == 0) return;
-  silu_mul_kernel<<<grid_for(rows * inter), 256, 0, stream()>>>(gate_up, out, rows, inter);
+  by_act_dtype(out_dtype, [&](auto zo) {
+    using TO = decltype(zo);
+    silu_mul_kernel<TO><<<grid_for(rows * inter), 256, 0, stream()>>>(gate_up, static_cast<TO*>(out), rows, inter);
+  });
   check_launch("silu_mul");
 }
 

@@ -33,15 +33,15 @@ __global__ void to_f32_kernel(const T* x, float* y, int64_t n) {
     y[i] = to_f32(x[i]);
 }
 
-template <class TW, class TB>
-__global__ void simt_linear_kernel(const float* x, const TW* w, const TB* bias, const float* residual, float* out,
+template <class TX, class TW, class TB>
+__global__ void simt_linear_kernel(const TX* x, const TW* w, const TB* bias, const float* residual, float* out,
                                    int64_t m, int64_t n, int64_t k) {
   const int64_t warp = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (warp >= m * n) return;
   const int64_t r = warp / n, c = warp % n;
   float s = 0.f;
-  for (int64_t p = lane; p < k; p += 32) s += x[r * k + p] * to_f32(w[c * k + p]);
+  for (int64_t p = lane; p < k; p += 32) s += to_f32(x[r * k + p]) * to_f32(w[c * k + p]);
   s = warp_sum(s);
   if (lane == 0) {
     if (bias) s += to_f32(bias[c]);
@@ -55,7 +55,7 @@ __global__ void simt_linear_kernel(const float* x, const TW* w, const TB* bias, 
 void set_gemm_error(const char* msg) { g_gemm_error = msg; }
 const char* gemm_last_error() { return g_gemm_error.c_str(); }
 
-void linear(const float* x, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
+void linear(const void* x, DType x_dtype, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
   FDL_CHECK(!packed, "linear: the packed weight layout is CPU-only");
   if (m == 0 || n == 0) return;
@@ -63,9 +63,15 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
   const plans::GemmKind kind = plans::choose_gemm(wt, m, n, k);
   if (kind != plans::GemmKind::Simt) {
     CachingAllocator& alloc = device_allocator();
-    DeviceScratch xb(alloc, size_t(m * k) * 2);
-    to_bf16_kernel<<<grid_for(m * k), 256, 0, stream()>>>(x, xb.as<__nv_bfloat16>(), m * k);
-    check_launch("linear/to_bf16");
+    // A bf16 operand comes straight from its producer (rms_norm / silu_mul); fp32 is rounded here.
+    DeviceScratch xb(alloc, x_dtype == DType::BF16 ? 0 : size_t(m * k) * 2);
+    const void* xa = x;
+    if (x_dtype != DType::BF16) {
+      to_bf16_kernel<<<grid_for(m * k), 256, 0, stream()>>>(static_cast<const float*>(x), xb.as<__nv_bfloat16>(),
+                                                             m * k);
+      check_launch("linear/to_bf16");
+      xa = xb.get();
+    }
     DeviceScratch bias_f32(alloc, bias && bt != DType::F32 ? size_t(n) * 4 : 0);
     const float* b = static_cast<const float*>(bias);
     if (bias && bt != DType::F32) {
@@ -76,19 +82,23 @@ void linear(const float* x, const void* w, DType wt, bool packed, const void* bi
       check_launch("linear/bias_to_f32");
       b = bias_f32.as<float>();
     }
-    const GemmSm90Args g{xb.get(), w, b, residual, out, m, n, k};
+    const GemmSm90Args g{xa, w, b, residual, out, m, n, k};
     const int rc = kind == plans::GemmKind::Sm90SmallM ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g);
     if (rc != 0) throw std::runtime_error(gemm_last_error());
     check_launch("linear/gemm");
     return;
   }
-  by_dtype(wt, [&](auto zw) {
-    by_dtype(bt, [&](auto zb) {
-      using TW = decltype(zw);
-      using TB = decltype(zb);
-      const int64_t threads = m * n * 32;
-      simt_linear_kernel<TW, TB><<<unsigned((threads + 255) / 256), 256, 0, stream()>>>(
-          x, static_cast<const TW*>(w), static_cast<const TB*>(bias), residual, out, m, n, k);
+  by_act_dtype(x_dtype, [&](auto zx) {
+    by_dtype(wt, [&](auto zw) {
+      by_dtype(bt, [&](auto zb) {
+        using TX = decltype(zx);
+        using TW = decltype(zw);
+        using TB = decltype(zb);
+        const int64_t threads = m * n * 32;
+        simt_linear_kernel<TX, TW, TB><<<unsigned((threads + 255) / 256), 256, 0, stream()>>>(
+            static_cast<const TX*>(x), static_cast<const TW*>(w), static_cast<const TB*>(bias), residual, out, m, n,
+            k);
+      });
     });
   });
   check_launch("linear/simt");

@@ -89,7 +89,7 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
   if (m == 0) return;
   FDL_CHECK(n < (int64_t(1) << 31), "lm_head_top2 on CUDA: vocabulary of ", n, " entries is too large");
   DeviceScratch logits(device_allocator(), size_t(m * n) * sizeof(float));
-  linear(x, w, wt, packed, nullptr, DType::F32, nullptr, logits.as<float>(), m, n, k);
+  linear(x, DType::F32, w, wt, packed, nullptr, DType::F32, nullptr, logits.as<float>(), m, n, k);
   top2_kernel<<<unsigned(m), 1024, 0, stream()>>>(logits.as<float>(), n, index, prob);
   check_launch("lm_head_top2");
 }
