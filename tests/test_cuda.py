@@ -185,6 +185,15 @@ def test_bf16_operands(rows):
         a = torch.from_numpy(dev_out.view(np.int16)).view(torch.bfloat16).float().numpy()
         b = torch.from_numpy(cpu_out.view(np.int16)).view(torch.bfloat16).float().numpy()
         np.testing.assert_allclose(a, b, rtol=8e-3, atol=1e-6)  # one bf16 ulp where fp32 rounding differs
+    pools = [_C.PagePool(1, 2, 128, 16, 40, device=dev) for dev in ("cpu", "cuda")]
+    q, k, v = randn(rows, 12, 128), randn(544, 2, 128), randn(544, 2, 128)
+    att = []
+    for pool in pools:
+        table = _C.PageTable(pool)
+        table.reserve_tokens(544)
+        att.append(ops.paged_attention(q, k, v, pool, list(table.pages), 0.088, out_dtype="bfloat16"))
+    a, b = (torch.from_numpy(t.view(np.int16)).view(torch.bfloat16).float().numpy() for t in att)
+    np.testing.assert_allclose(a, b, rtol=8e-3, atol=1e-5)
     h = ops.rms_norm(x, w, 1e-6, out_dtype="bfloat16")
     wl, r = bf16(randn(2048, 1536)), randn(rows, 2048)
     gpu = ops.linear(h, wl, residual=r, weight_dtype="bfloat16", x_dtype="bfloat16", device="cuda")

@@ -184,6 +184,14 @@ def test_gemm_operands_in_bf16(isa, rows):
     wl, b = randn(9, 40), randn(9)
     np.testing.assert_allclose(ops.linear(h, wl, bias=b, x_dtype="bfloat16"),
                                ops.linear(bf16_bits_to_f32(h), wl, bias=b), rtol=1e-6, atol=1e-6)
+    # attention writes the o_proj operand the same way
+    pool = _C.PagePool(1, 2, 8, 4, 8)
+    table = _C.PageTable(pool)
+    table.reserve_tokens(9)
+    q, k, v = randn(rows, 4, 8), randn(9, 2, 8), randn(9, 2, 8)
+    a32 = ops.paged_attention(q, k, v, pool, list(table.pages), 0.3)
+    a16 = ops.paged_attention(q, k, v, pool, list(table.pages), 0.3, out_dtype="bfloat16")
+    np.testing.assert_array_equal(bf16_bits_to_f32(a16), torch.from_numpy(a32).bfloat16().float().numpy())
     with pytest.raises(ValueError, match="out_dtype must be"):
         ops.silu_mul(gu, out_dtype="float16")
     with pytest.raises(ValueError, match="linear: 'x' must be float32 or bfloat16"):

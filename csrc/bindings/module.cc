@@ -364,18 +364,21 @@ void bind_ops(py::module_& m) {
   // Attention over a paged cache built from dense k, v [n_kv, kv_heads, hd]
   // scattered into the pool pages listed in page_table.
   m.def("paged_attention", [](py::array q, py::array k, py::array v, PagePool& pool, std::vector<int32_t> table,
-                              float scale, py::object kv_limit, py::object mask) {
+                              float scale, py::object kv_limit, py::object mask, const std::string& out_dtype) {
+    const bool bf16 = out_dtype == "bfloat16";
+    FDL_CHECK(bf16 || out_dtype == "float32", "out_dtype must be 'float32' or 'bfloat16', got '", out_dtype, "'");
     // The pool's device decides where the op runs; the page table goes with it.
     OnDevice d(device_name(pool.device()));
     const PagedKV kv = d.layer0(pool, table);
     ops::kv_write(kv, d.in(as_view(k)), d.in(as_view(v)), 0);
-    auto out = empty_f32({q.shape(0), q.shape(1) * q.shape(2)});
+    const std::vector<py::ssize_t> shape{q.shape(0), q.shape(1) * q.shape(2)};
+    py::array out = bf16 ? py::array(py::array_t<uint16_t>(shape)) : py::array(empty_f32(shape));
     ops::attention(d.in(as_view(q)), kv, k.shape(0), scale, d.in(opt_view(kv_limit)), d.in(opt_view(mask, "uint8")),
-                   d.out(as_view(out)));
+                   d.out(as_view(out, out_dtype)));
     d.finish();
     return out;
   }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pool"), py::arg("page_table"), py::arg("scale"),
-     py::arg("kv_limit") = py::none(), py::arg("mask") = py::none());
+     py::arg("kv_limit") = py::none(), py::arg("mask") = py::none(), py::arg("out_dtype") = "float32");
 }
 
 }  // namespace

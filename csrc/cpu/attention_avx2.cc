@@ -12,11 +12,15 @@ void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV&
 }
 
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
-               const int32_t* kv_limit, const uint8_t* mask, float* out) {
+               const int32_t* kv_limit, const uint8_t* mask, void* out, DType out_dtype) {
+  const int64_t n = len_q * heads * kv.head_dim;
+  // A bf16 out (a GEMM operand) is computed in fp32 scratch, then rounded.
+  float* o = out_dtype == DType::BF16 ? scratch_floats(n, 2) : static_cast<float*>(out);
   if (isa() == Isa::AVX512_BF16)
-    avx512::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, out);
+    avx512::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, o);
   else
-    avx2::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, out);
+    avx2::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, o);
+  if (o != out) store_bf16(o, n, static_cast<uint16_t*>(out));
 }
 
 }  // namespace fastdllm::cpu

@@ -28,7 +28,8 @@ void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, in
 void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t* positions, const float* inv_freq,
                      const PagedKV& kv, int64_t start, float* q_out);
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv,
-               float scale, const int32_t* kv_limit, const uint8_t* mask, float* out);
+               float scale, const int32_t* kv_limit, const uint8_t* mask, void* out,
+               DType out_dtype);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
 // index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);

@@ -336,7 +336,7 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
   const TensorView x = view(ar.slot[0], {n, H}), h = operand_view(ar.slot[1], {n, H}),
                    qkv_out = view(ar.slot[2], {n, qkv});
   const TensorView q = view(ar.slot[3], {n, c.num_heads, hd});
-  const TensorView attn = view(ar.slot[4], {n, nq}), gate_up = view(ar.slot[5], {n, 2 * I}),
+  const TensorView attn = operand_view(ar.slot[4], {n, nq}), gate_up = view(ar.slot[5], {n, 2 * I}),
                    act = operand_view(ar.slot[6], {n, I});
   const TensorView none;
   const TensorView positions(const_cast<int32_t*>(in + st.positions()), DType::I32, {n}, device_);

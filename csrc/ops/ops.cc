@@ -217,7 +217,8 @@ void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale
   expect(q, op, "q", 3);
   expect(out, op, "out", 2);
   expect_dtype(q, op, "q", DType::F32);
-  expect_dtype(out, op, "out", DType::F32);
+  expect_operand(out, op, "out");
+  same_device(q, out, op);
   const int64_t lq = q.shape[0], heads = q.shape[1];
   FDL_CHECK(q.shape[2] == kv.head_dim, op, ": q ", q.describe(), " head_dim differs from the cache's ",
             kv.head_dim);
@@ -240,7 +241,7 @@ void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale
   }
   need(kernels(q.device).attention, op, q.device)(q.ptr<float>(), lq, heads, kv, n_kv, scale,
                                                   kv_limit.ptr<int32_t>(), mask.ptr<uint8_t>(),
-                                                  out.ptr<float>());
+                                                  out.data, out.dtype);
 }
 
 void argmax_prob(const TensorView& logits, const TensorView& index, const TensorView& prob) {

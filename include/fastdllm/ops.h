@@ -73,7 +73,8 @@ void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& 
 // tokens of the cache, GQA (query head h reads kv head h / (heads / kv_heads)).
 // Visibility: key j is visible to query i iff j < kv_limit[i] (when kv_limit is
 // given) and mask[i, j] != 0 (when mask [Lq, n_kv] uint8 is given). A query that
-// sees no key gets a zero output. out fp32 [Lq, heads * head_dim].
+// sees no key gets a zero output. out [Lq, heads * head_dim] fp32, or bf16 when it is
+// the operand of a bf16 GEMM (as rms_norm).
 void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
                const TensorView& kv_limit, const TensorView& mask, const TensorView& out);
 

@@ -176,9 +176,10 @@ __global__ void __launch_bounds__(32 * kWarps) attention_split_kernel(SplitParam
   }
 }
 
-// One block per (query, head), head_dim threads.
+// One block per (query, head), head_dim threads; out fp32 or the bf16 operand of o_proj.
+template <class TO>
 __global__ void attention_merge_kernel(const float* part_acc, const float* part_ml, int64_t splits, int64_t len_q,
-                                       int64_t heads, int hd, float* out) {
+                                       int64_t heads, int hd, TO* out) {
   const int64_t i = blockIdx.x, h = blockIdx.y;
   float M = -FLT_MAX;
   for (int64_t s = 0; s < splits; ++s) {
@@ -195,7 +196,7 @@ __global__ void attention_merge_kernel(const float* part_acc, const float* part_
     L += ml[1] * w;
     o += part_acc[base * hd + e] * w;
   }
-  out[(i * heads + h) * hd + e] = L > 0.f ? o / L : 0.f;
+  store_as(out + (i * heads + h) * hd + e, L > 0.f ? o / L : 0.f);
 }
 
 size_t split_smem_bytes(int hd, int64_t group) {
@@ -205,7 +206,7 @@ size_t split_smem_bytes(int hd, int64_t group) {
 }  // namespace
 
 void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
-               const int32_t* kv_limit, const uint8_t* mask, float* out) {
+               const int32_t* kv_limit, const uint8_t* mask, void* out, DType out_dtype) {
   const int hd = kv.head_dim;
   FDL_CHECK(hd % 32 == 0 && hd <= kMaxHeadDim, "attention on CUDA: head_dim ", hd,
             " must be a multiple of 32 and at most ", kMaxHeadDim);
@@ -237,8 +238,11 @@ void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, 
   attention_split_kernel<<<dim3(unsigned(kv.num_kv_heads), unsigned(q_tiles), unsigned(splits)), 32 * kWarps, smem,
                            stream()>>>(p);
   check_launch("attention/split");
-  attention_merge_kernel<<<dim3(unsigned(len_q), unsigned(heads)), unsigned(hd), 0, stream()>>>(
-      part_acc.as<float>(), part_ml.as<float>(), splits, len_q, heads, hd, out);
+  by_act_dtype(out_dtype, [&](auto zo) {
+    using TO = decltype(zo);
+    attention_merge_kernel<TO><<<dim3(unsigned(len_q), unsigned(heads)), unsigned(hd), 0, stream()>>>(
+        part_acc.as<float>(), part_ml.as<float>(), splits, len_q, heads, hd, static_cast<TO*>(out));
+  });
   check_launch("attention/merge");
 }
 
