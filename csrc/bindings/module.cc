@@ -248,6 +248,26 @@ void bind_ops(py::module_& m) {
     // Logical shape travels with the array so linear() can recover it.
     return py::make_tuple(out, n, k);
   }, "Packs a bf16 (uint16) [N, K] matrix into the CPU GEMM layout: (packed, N, K).");
+  m.def("pack_gate_up", [](py::array_t<uint16_t, py::array::c_style> gate, py::array_t<uint16_t, py::array::c_style> up) {
+    FDL_CHECK(gate.ndim() == 2 && up.ndim() == 2 && gate.shape(0) == up.shape(0) && gate.shape(1) == up.shape(1),
+              "pack_gate_up: gate and up must be 2-d and of one shape");
+    const int64_t inter = gate.shape(0), k = gate.shape(1);
+    FDL_CHECK(inter % cpu::kPanelRows == 0, "pack_gate_up: rows must be a multiple of ", cpu::kPanelRows);
+    py::array_t<uint16_t> out(cpu::packed_elems(2 * inter, k));
+    std::memset(out.mutable_data(), 0, size_t(out.nbytes()));
+    cpu::pack_gate_up_rows(gate.data(), inter, 0, inter, k, out.mutable_data());
+    cpu::pack_gate_up_rows(up.data(), inter, inter, inter, k, out.mutable_data());
+    return py::make_tuple(out, 2 * inter, k);
+  }, "Packs gate and up (bf16 [I, K] each) into the interleaved layout of linear_silu_mul: (packed, 2I, K).");
+  m.def("linear_silu_mul", [](py::array x, py::tuple w, const std::string& device) {
+    const TensorView wv = packed_view(as_view(w[0].cast<py::array>(), "bfloat16"), w[1].cast<int64_t>(),
+                                      w[2].cast<int64_t>());
+    auto out = empty_f32({x.shape(0), py::ssize_t(wv.shape[0] / 2)});
+    OnDevice d(device);
+    ops::linear_silu_mul(d.in(as_view(x)), d.in(wv), d.out(as_view(out)));
+    d.finish();
+    return out;
+  }, py::arg("x"), py::arg("weight"), py::arg("device") = "cpu");
   // out_dtype "bfloat16": the result as bf16 bits (uint16), the GEMM-operand form.
   m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt, const std::string& out_dtype,
                        const std::string& device) -> py::array {

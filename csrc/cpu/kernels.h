@@ -32,6 +32,8 @@ void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, 
                DType out_dtype);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
 // index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
+// w: the packed, gate/up-interleaved matrix (ops::linear_silu_mul).
+void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k);
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);

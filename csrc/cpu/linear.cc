@@ -37,4 +37,11 @@ void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed,
     linear_avx2(x, w, wt, b, residual, out, m, n, k);
 }
 
+void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k) {
+  if (isa() == Isa::AVX512_BF16)
+    linear_silu_mul_packed_avx512bf16(x, w, out, m, inter, k);
+  else
+    linear_silu_mul_packed_avx2(x, w, out, m, inter, k);
+}
+
 }  // namespace fastdllm::cpu

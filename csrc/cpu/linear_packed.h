@@ -12,4 +12,12 @@ void linear_packed_avx2(const float* x, const uint16_t* w, const float* bias, co
 void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
                               float* out, int64_t m, int64_t n, int64_t k);
 
+// out[M, inter] = silu(x @ gate^T) * (x @ up^T) with w the gate/up-interleaved
+// packed matrix (pack_gate_up_rows; inter % 16 == 0): the MLP's first GEMM with
+// SiLU*mul in its epilogue, so the [M, 2 inter] product is never written.
+void linear_silu_mul_packed_avx2(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
+                                 int64_t k);
+void linear_silu_mul_packed_avx512bf16(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
+                                       int64_t k);
+
 }  // namespace fastdllm::cpu

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "cpu/fast_exp.h"
 #include "cpu/linear_packed.h"
 #include "cpu/load_row.h"
 #include "cpu/packed_weights.h"
@@ -17,7 +18,19 @@ namespace fastdllm::cpu {
 
 namespace {
 
-template <int MR, int NP>
+// out[i, :] = silu(g) * u for a pair of gate / up accumulators (16 columns).
+inline void store_silu_mul(__m512 g, __m512 u, float* out, __mmask16 mask) {
+  alignas(64) float gv[16], uv[16];
+  _mm512_store_ps(gv, g);
+  _mm512_store_ps(uv, u);
+#pragma omp simd
+  for (int j = 0; j < 16; ++j) gv[j] = gv[j] / (1.0f + fast_exp(-gv[j])) * uv[j];  // as cpu::silu_mul
+  _mm512_mask_storeu_ps(out, mask, _mm512_load_ps(gv));
+}
+
+// SILU: w is the gate/up-interleaved matrix (pack_gate_up_rows), NP even, and
+// out is [M, n / 2]; otherwise out[M, n] = acc + bias + residual.
+template <int MR, int NP, bool SILU = false>
 inline void tile(const uint32_t* xp, int64_t kp_n, const uint16_t* w, int64_t pi0, int64_t panels,
                  const float* bias, const float* residual, float* out, int64_t m0, int64_t n) {
   __m512 acc[MR][NP];
@@ -35,6 +48,15 @@ inline void tile(const uint32_t* xp, int64_t kp_n, const uint16_t* w, int64_t pi
         acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)xb, (__m512bh)wr[j]);
     }
   }
+  if constexpr (SILU) {
+    static_assert(NP % 2 == 0, "gate and up panels come in pairs");
+    for (int j = 0; j < NP; j += 2) {
+      const int64_t c0 = (pi0 + j) / 2 * kPanelRows;  // output column of the pair
+      if (2 * c0 >= n) break;
+      for (int i = 0; i < MR; ++i) store_silu_mul(acc[i][j], acc[i][j + 1], out + (m0 + i) * (n / 2) + c0, 0xFFFF);
+    }
+    return;
+  }
   for (int j = 0; j < NP; ++j) {
     const int64_t n0 = (pi0 + j) * kPanelRows;
     if (n0 >= n) break;
@@ -50,25 +72,22 @@ inline void tile(const uint32_t* xp, int64_t kp_n, const uint16_t* w, int64_t pi
   }
 }
 
-template <int MR, int NP>
+template <int MR, int NP, bool SILU = false>
 void run(const uint32_t* xp, int64_t m, int64_t kp_n, const uint16_t* w, int64_t panels, const float* bias,
          const float* residual, float* out, int64_t n) {
   const int64_t groups = (panels + NP - 1) / NP;
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < groups; ++g) {
     int64_t m0 = 0;
-    for (; m0 + MR <= m; m0 += MR) tile<MR, NP>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
-    for (; m0 < m; ++m0) tile<1, NP>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
+    for (; m0 + MR <= m; m0 += MR) tile<MR, NP, SILU>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
+    for (; m0 < m; ++m0) tile<1, NP, SILU>(xp, kp_n, w, g * NP, panels, bias, residual, out, m0, n);
   }
 }
 
-}  // namespace
-
-void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
-                              float* out, int64_t m, int64_t n, int64_t k) {
+// Activations as bf16 pairs (round to nearest even), odd K padded with zero,
+// in per-thread scratch.
+const uint32_t* pack_activations(const float* x, int64_t m, int64_t k) {
   const int64_t kp_n = packed_pairs(k);
-  const int64_t panels = (n + kPanelRows - 1) / kPanelRows;
-  // Activations as bf16 pairs (round to nearest even), odd K padded with zero.
   uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m * kp_n, 0));
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * k;
@@ -85,10 +104,29 @@ void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bi
       d[c / 2] = lo | (hi << 16);
     }
   }
+  return xp;
+}
+
+}  // namespace
+
+void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
+                              float* out, int64_t m, int64_t n, int64_t k) {
+  const int64_t kp_n = packed_pairs(k), panels = (n + kPanelRows - 1) / kPanelRows;
+  const uint32_t* xp = pack_activations(x, m, k);
   if (m <= 2)
     run<1, 4>(xp, m, kp_n, w, panels, bias, residual, out, n);
   else
     run<8, 2>(xp, m, kp_n, w, panels, bias, residual, out, n);
+}
+
+void linear_silu_mul_packed_avx512bf16(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
+                                       int64_t k) {
+  const int64_t kp_n = packed_pairs(k), panels = 2 * inter / kPanelRows;
+  const uint32_t* xp = pack_activations(x, m, k);
+  if (m <= 2)
+    run<1, 4, true>(xp, m, kp_n, w, panels, nullptr, nullptr, out, 2 * inter);
+  else
+    run<8, 2, true>(xp, m, kp_n, w, panels, nullptr, nullptr, out, 2 * inter);
 }
 
 }  // namespace fastdllm::cpu

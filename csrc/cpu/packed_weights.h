@@ -27,4 +27,18 @@ inline int64_t packed_index(int64_t r, int64_t c, int64_t k) {
 // dst (which holds the whole packed matrix; padding must be zeroed by the caller).
 void pack_bf16_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t k, uint16_t* dst);
 
+// The fused gate/up matrix [2I, K] for linear_silu_mul: gate and up panels
+// alternate (panel 2j = gate rows [16j, 16j+16), panel 2j+1 = the same up rows),
+// so one register tile holds matching gate and up columns and its epilogue can
+// write silu(gate) * up. Row r of the logical [gate; up] matrix goes to packed
+// row gate_up_row(r, inter). Needs inter % kPanelRows == 0.
+inline int64_t gate_up_row(int64_t r, int64_t inter) {
+  const bool up = r >= inter;
+  const int64_t q = up ? r - inter : r;
+  return (q / kPanelRows) * 2 * kPanelRows + (up ? kPanelRows : 0) + q % kPanelRows;
+}
+// Packs rows [row0, row0 + rows) of the logical [gate; up] matrix in that order
+// (row0 and rows multiples of kPanelRows).
+void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t inter, int64_t k, uint16_t* dst);
+
 }  // namespace fastdllm::cpu

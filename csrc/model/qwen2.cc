@@ -59,8 +59,10 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
-  // bf16 matrices are stored packed for the CPU GEMM (cpu/packed_weights.h).
+  // bf16 matrices are stored packed for the CPU GEMM (cpu/packed_weights.h),
+  // gate/up with interleaved panels for the GEMM with SiLU*mul in its epilogue.
   packed_ = weight_dtype == DType::BF16 && device == Device::CPU;
+  fused_mlp_ = packed_ && I % cpu::kPanelRows == 0;
   act_ = Buffer(64, device);
   staging_ = Buffer(64, device);
   logits_dev_ = Buffer(64, device);
@@ -147,17 +149,23 @@ void Model::set_weight(const std::string& name, const void* data, DType src, con
     convert_elements(data, src, host.data(), dt, n);
     copy_bytes(d, host.data(), host.size(), device_);
   };
+  // The tensor as bf16 rows, for packing (converted once if the checkpoint has another dtype).
+  std::vector<uint16_t> tmp;
+  auto bf16_rows = [&]() -> const uint16_t* {
+    if (src == DType::BF16) return static_cast<const uint16_t*>(data);
+    tmp.resize(size_t(n));
+    convert_elements(data, src, tmp.data(), DType::BF16, n);
+    return tmp.data();
+  };
   // A matrix block of rows [row0, row0 + shape[0]) of a weight with k columns.
   auto put_rows = [&](const Buffer& dst, int64_t row0, int64_t k, bool packed) {
     if (!packed) return put(dst, row0 * k, weight_dtype_);
-    std::vector<uint16_t> tmp;
-    const uint16_t* rows = static_cast<const uint16_t*>(data);
-    if (src != DType::BF16) {
-      tmp.resize(size_t(n));
-      convert_elements(data, src, tmp.data(), DType::BF16, n);
-      rows = tmp.data();
-    }
-    cpu::pack_bf16_rows(rows, shape[0], row0, k, static_cast<uint16_t*>(dst.data()));
+    cpu::pack_bf16_rows(bf16_rows(), shape[0], row0, k, static_cast<uint16_t*>(dst.data()));
+  };
+  // gate (row0 0) or up (row0 I) into the fused [gate; up] matrix.
+  auto put_gate_up = [&](const Buffer& dst, int64_t row0) {
+    if (!fused_mlp_) return put_rows(dst, row0, H, packed_);
+    cpu::pack_gate_up_rows(bf16_rows(), shape[0], row0, I, H, static_cast<uint16_t*>(dst.data()));
   };
   const bool pack_embed = packed_ && c.tie_word_embeddings;
   int li;
@@ -179,8 +187,8 @@ void Model::set_weight(const std::string& name, const void* data, DType src, con
     else if (rest == "self_attn.k_proj.bias") put(L.qkv_b, q, DType::F32);
     else if (rest == "self_attn.v_proj.bias") put(L.qkv_b, q + kv, DType::F32);
     else if (rest == "self_attn.o_proj.weight") put_rows(L.o_w, 0, q, packed_);
-    else if (rest == "mlp.gate_proj.weight") put_rows(L.gate_up_w, 0, H, packed_);
-    else if (rest == "mlp.up_proj.weight") put_rows(L.gate_up_w, I, H, packed_);
+    else if (rest == "mlp.gate_proj.weight") put_gate_up(L.gate_up_w, 0);
+    else if (rest == "mlp.up_proj.weight") put_gate_up(L.gate_up_w, I);
     else if (rest == "mlp.down_proj.weight") put_rows(L.down_w, 0, I, packed_);
   }
   loaded_.insert(name);
@@ -382,11 +390,14 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
       ScopedOpTimer t("rms_norm");
       ops::rms_norm(x, L.post_norm.view(DType::F32, {H}), c.rms_norm_eps, h);
     }
-    {
-      ScopedOpTimer t("linear_gate_up");
-      ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), none, none, gate_up);
-    }
-    {
+    if (fused_mlp_) {
+      ScopedOpTimer t("linear_gate_up_silu_mul");
+      ops::linear_silu_mul(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), act);
+    } else {
+      {
+        ScopedOpTimer t("linear_gate_up");
+        ops::linear(h, weight_view(L.gate_up_w, {2 * I, H}, packed_), none, none, gate_up);
+      }
       ScopedOpTimer t("silu_mul");
       ops::silu_mul(gate_up, act);
     }

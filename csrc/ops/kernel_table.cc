@@ -21,6 +21,7 @@ static KernelTable make_cpu_table() {
   t.argmax_prob = cpu::argmax_prob;
   t.lm_head_top2 = cpu::lm_head_top2;
   t.gather_rows = cpu::gather_rows;
+  t.linear_silu_mul = cpu::linear_silu_mul;
   return t;
 }
 

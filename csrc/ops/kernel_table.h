@@ -20,6 +20,7 @@ struct KernelTable {
   void (*attention)(const float*, int64_t, int64_t, const PagedKV&, int64_t, float,
                     const int32_t*, const uint8_t*, void*, DType) = nullptr;
   void (*argmax_prob)(const float*, int64_t, int64_t, int32_t*, float*) = nullptr;
+  void (*linear_silu_mul)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t) = nullptr;
   void (*gather_rows)(const float*, const int32_t*, int64_t, int64_t, float*) = nullptr;
   void (*lm_head_top2)(const float*, const void*, DType, bool, int64_t, int64_t, int64_t, int32_t*,
                        float*) = nullptr;

@@ -306,4 +306,24 @@ void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& 
                                                     out.ptr<float>());
 }
 
+void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView& out) {
+  const char* op = "linear_silu_mul";
+  expect(x, op, "x", 2);
+  expect(w, op, "weight", 2);
+  expect(out, op, "out", 2);
+  expect_dtype(x, op, "x", DType::F32);
+  expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(w.packed && w.dtype == DType::BF16, op, ": weight must be the packed bfloat16 gate/up matrix, got ",
+            w.describe());
+  FDL_CHECK(w.shape[0] % 32 == 0, op, ": weight ", w.describe(), " must have 2 x a multiple of 16 rows");
+  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
+            " (in_features)");
+  FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0] / 2, op, ": out ", out.describe(),
+            " must be [", x.shape[0], ", ", w.shape[0] / 2, "]");
+  same_device(x, w, op);
+  same_device(x, out, op);
+  need(kernels(x.device).linear_silu_mul, op, x.device)(x.ptr<float>(), static_cast<const uint16_t*>(w.data),
+                                                        out.ptr<float>(), x.shape[0], w.shape[0] / 2, x.shape[1]);
+}
+
 }  // namespace fastdllm::ops

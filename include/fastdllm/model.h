@@ -104,7 +104,8 @@ class Model {
   ModelConfig config_;
   DType weight_dtype_;
   Device device_;
-  bool packed_ = false;  // bf16 matrices in the packed layout
+  bool packed_ = false;     // bf16 matrices in the packed layout
+  bool fused_mlp_ = false;  // gate/up interleaved; SiLU*mul in the gate/up GEMM's epilogue
   Buffer embed_, lm_head_, final_norm_, inv_freq_;
   std::vector<Layer> layers_;
   std::map<std::string, std::vector<int64_t>> make_expected_weights() const;

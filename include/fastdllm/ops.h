@@ -48,6 +48,12 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
 // out[M, I] = silu(gate_up[M, :I]) * gate_up[M, I:]; out fp32 or bf16 (as rms_norm).
 void silu_mul(const TensorView& gate_up, const TensorView& out);
 
+// The MLP's first GEMM with SiLU*mul in its epilogue: out[M, I] = silu(x @ gate^T)
+// * (x @ up^T), w [2I, K] the packed bf16 gate/up matrix with interleaved panels
+// (cpu/packed_weights.h pack_gate_up_rows; I % 16 == 0). CPU only: the [M, 2I]
+// product is never written.
+void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView& out);
+
 // out = a + b (same shape; out may alias either).
 void add(const TensorView& a, const TensorView& b, const TensorView& out);
 
