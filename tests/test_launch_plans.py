@@ -40,3 +40,12 @@ def test_decoding_shapes_fill_the_gpu_and_prefill_gets_one_split():
     assert 4 * p["query_tiles"] * p["splits"] >= 132
     p = plans.attention(4096, 2, 4096)  # prefill: 2048 CTAs already
     assert p["splits"] == 1 and p["keys_per_split"] >= 4096
+
+
+def test_logit_rows_bucket():
+    b = plans.logit_rows_bucket
+    assert [b(k, 32) for k in range(0, 33)] == [0, 1, 2, 4, 4] + [8] * 4 + [16] * 8 + [32] * 16
+    assert [b(k, 8) for k in range(0, 9)] == [0, 1, 2, 4, 4, 8, 8, 8, 8]
+    assert b(5, 6) == 6 and b(7, 6) == 7  # capped at n; more rows than tokens are kept as asked
+    # the denoising shapes of a 32/8 block fit the graph cache: 6 + 4 keys, not 32 + 8
+    assert len({b(k, 32) for k in range(1, 33)}) == 6 and len({b(k, 8) for k in range(1, 9)}) == 4

@@ -440,6 +440,7 @@ PYBIND11_MODULE(_C, m) {
     d["keys_per_split"] = p.keys_per_split;
     return d;
   }, py::arg("len_q"), py::arg("kv_heads"), py::arg("n_kv"), py::arg("target_ctas") = 264);
+  plans_m.def("logit_rows_bucket", &plans::logit_rows_bucket, py::arg("n_logits"), py::arg("n"));
 
   py::module_ ops_m = m.def_submodule("ops", "Single ops on numpy arrays (for tests and tools)");
   bind_ops(ops_m);

@@ -16,6 +16,7 @@
 #include "core/profiler.h"
 #include "cpu/packed_weights.h"
 #include "model/step_inputs.h"
+#include "ops/launch_plans.h"
 #include "model/weight_convert.h"
 #include "runtime/graph_cache.h"
 
@@ -265,9 +266,13 @@ Model::Arena Model::arena(int64_t n, int64_t nl) {
 
 void Model::run(const ForwardArgs& a, const Output& out) {
   check_forward(a);
-  const int64_t n = a.n, nl = a.n_logits, V = config_.vocab_size;
+  const int64_t n = a.n, V = config_.vocab_size;
   const bool top2 = out.index != nullptr;
-  pack_step_inputs(a, a.pool->capacity(), step_.get());
+  // On a GPU the output rows are bucketed (more graph replays, same cost); the
+  // caller gets its a.n_logits rows.
+  pack_step_inputs(a, a.pool->capacity(),
+                   device_ == Device::CPU ? a.n_logits : plans::logit_rows_bucket(a.n_logits, n), step_.get());
+  const int64_t nl = step_->n_logits;
 
   // Everything a forward touches sits at addresses that stay fixed while the
   // shapes repeat; growth of any of these buffers moves them (new epoch).
@@ -314,12 +319,13 @@ void Model::run(const ForwardArgs& a, const Output& out) {
     body();
   }
 
-  if (device_ != Device::CPU && nl > 0) {  // results come down (the copy waits for the forward)
+  const int64_t rows_out = a.n_logits;
+  if (device_ != Device::CPU && rows_out > 0) {  // results come down (the copy waits for the forward)
     if (top2) {
-      copy_bytes(out.index, dev.index, size_t(nl) * 8, device_);
-      copy_bytes(out.prob, dev.prob, size_t(nl) * 8, device_);
+      copy_bytes(out.index, dev.index, size_t(rows_out) * 8, device_);
+      copy_bytes(out.prob, dev.prob, size_t(rows_out) * 8, device_);
     } else {
-      copy_bytes(out.logits, dev.logits, size_t(nl * V) * 4, device_);
+      copy_bytes(out.logits, dev.logits, size_t(rows_out * V) * 4, device_);
     }
   }
 }
@@ -332,7 +338,7 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
   const auto& c = config_;
   const int64_t n = a.n, H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
-  const int64_t nl = a.n_logits;
+  const int64_t nl = st.n_logits;  // >= a.n_logits on a GPU (bucketed)
   auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
   // On a GPU with bf16 weights the GEMM inputs that a norm or SiLU*mul produces
   // are written as bf16 (the rounding the GEMM applies anyway), so no conversion

@@ -26,7 +26,8 @@ struct StepInputs {
 };
 
 // pages >= a.num_pages; the padding repeats entry 0 (never read: every key
-// limit is <= n_kv <= a.num_pages * page_size).
-void pack_step_inputs(const ForwardArgs& a, int64_t pages, StepInputs* out);
+// limit is <= n_kv <= a.num_pages * page_size). rows >= a.n_logits output rows,
+// the extra ones repeating the last requested row (plans::logit_rows_bucket).
+void pack_step_inputs(const ForwardArgs& a, int64_t pages, int64_t rows, StepInputs* out);
 
 }  // namespace fastdllm

@@ -28,4 +28,11 @@ AttentionSplit plan_attention(int64_t len_q, int64_t kv_heads, int64_t n_kv, int
   return s;
 }
 
+int64_t logit_rows_bucket(int64_t n_logits, int64_t n) {
+  if (n_logits <= 0 || n_logits >= n) return std::max<int64_t>(n_logits, 0);
+  int64_t b = 1;
+  while (b < n_logits) b *= 2;
+  return std::min(b, n);
+}
+
 }  // namespace fastdllm::plans

@@ -31,4 +31,11 @@ constexpr int64_t kAttnTileKeys = 32;
 // key tiles, never more splits than key tiles; prefill-sized launches get one.
 AttentionSplit plan_attention(int64_t len_q, int64_t kv_heads, int64_t n_kv, int64_t target_ctas = 264);
 
+// Output rows a GPU forward computes for n_logits requested rows of an n-token
+// forward: the next power of two, at most n (padding repeats a requested row).
+// The GPU lm_head costs the same for 1 or 32 rows (it streams the V x H weight
+// either way), and bucketing keeps the number of distinct graph keys per token
+// count at log2(n) + 1 instead of n, so the decode loop's shapes fit the graph cache.
+int64_t logit_rows_bucket(int64_t n_logits, int64_t n);
+
 }  // namespace fastdllm::plans
