@@ -25,7 +25,9 @@ def bf16(a):
 
 
 @pytest.mark.parametrize("rows", ROWS)
-@pytest.mark.parametrize("k,n", [(37, 23), (80, 331), (1536, 2048), (1536, 8960 * 2), (8960, 1536), (3584, 4608)])
+# odd sizes; Qwen2.5-1.5B qkv, gate/up, down; Qwen2.5-7B qkv, gate/up, down
+@pytest.mark.parametrize("k,n", [(37, 23), (80, 331), (1536, 2048), (1536, 8960 * 2), (8960, 1536), (3584, 4608),
+                                 (3584, 18944 * 2), (18944, 3584)])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_linear(rows, k, n, dtype):
     x, w, b, r = randn(rows, k), randn(n, k), randn(n), randn(rows, n)
@@ -117,7 +119,7 @@ def test_qkv_rope_append(rows):
 
 
 @pytest.mark.parametrize("rows", [1, 8, 33])
-@pytest.mark.parametrize("k,vocab", [(40, 23), (1536, 151936)])
+@pytest.mark.parametrize("k,vocab", [(40, 23), (1536, 151936), (3584, 152064)])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_lm_head_top2(rows, k, vocab, dtype):
     x, w = randn(rows, k), randn(vocab, k) * 0.05
