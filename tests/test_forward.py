@@ -109,9 +109,11 @@ def test_forward_top2_is_the_reduction_of_the_logits(fp32_model):
     np.testing.assert_allclose(prob, top.values.numpy(), rtol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def bf16_model(tmp_path_factory):
-    cfg = make_config(tie_word_embeddings=True)
+# intermediate 136: gate/up GEMM then SiLU*mul; 144 (a multiple of 16): gate and up
+# panels interleaved at load, SiLU*mul in the GEMM epilogue.
+@pytest.fixture(scope="module", params=[136, 144], ids=["mlp_two_step", "mlp_fused"])
+def bf16_model(request, tmp_path_factory):
+    cfg = make_config(tie_word_embeddings=True, intermediate_size=request.param)
     path = write_model(str(tmp_path_factory.mktemp("bf16")), cfg, dtype=torch.bfloat16, shards=3, seed=5)
     return cfg, path
 
