@@ -95,6 +95,11 @@ void graph_launch(void* exec) {
 
 void graph_destroy(void* exec) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec)); }
 
+void upload_async(void* dst, const void* src, size_t nbytes) {
+  check(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_handle())),
+        "cudaMemcpyAsync");
+}
+
 CachingAllocator& device_allocator() {
   // Never destroyed: at process exit the CUDA context may already be gone.
   static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
@@ -116,6 +121,7 @@ void* device_malloc(size_t) {
 void device_release(void*) {}
 
 void copy(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
+void upload_async(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
 
 void* stream_handle() { return nullptr; }
 void synchronize() {}

@@ -27,6 +27,9 @@ void device_release(void* p);
 // Synchronous copies; pointers may be host or device (unified addressing).
 // Ordered after all work queued on stream().
 void copy(void* dst, const void* src, size_t nbytes);
+// Host (pageable) -> device, queued on stream() without waiting: the source may
+// be reused once this returns (the driver stages pageable memory before it does).
+void upload_async(void* dst, const void* src, size_t nbytes);
 
 // The one stream all device work of the runtime is queued on (a cudaStream_t;
 // void* so that host code needs no CUDA headers). Created on first use,

@@ -290,11 +290,12 @@ void Model::run(const ForwardArgs& a, const Output& out) {
   if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
   if (device_ != Device::CPU) {
     int32_t* s32 = static_cast<int32_t*>(staging_.data());
-    copy_bytes(s32, step_->data.data(), step_->data.size() * 4, device_);  // one upload per forward
+    // One upload per forward, not waited for: the forward follows it on the stream.
+    cuda::upload_async(s32, step_->data.data(), step_->data.size() * 4);
     in = s32;
     if (a.mask) {
       uint8_t* m8 = reinterpret_cast<uint8_t*>(s32 + step_->data.size());
-      copy_bytes(m8, a.mask, size_t(n * a.n_kv), device_);
+      cuda::upload_async(m8, a.mask, size_t(n * a.n_kv));
       mask = m8;
     }
     if (top2) {
@@ -321,9 +322,11 @@ void Model::run(const ForwardArgs& a, const Output& out) {
 
   const int64_t rows_out = a.n_logits;
   if (device_ != Device::CPU && rows_out > 0) {  // results come down (the copy waits for the forward)
-    if (top2) {
-      copy_bytes(out.index, dev.index, size_t(rows_out) * 8, device_);
-      copy_bytes(out.prob, dev.prob, size_t(rows_out) * 8, device_);
+    if (top2) {  // index [nl, 2] and prob [nl, 2] sit back to back: one copy, one wait
+      top2_host_.resize(size_t(4 * nl));
+      copy_bytes(top2_host_.data(), dev.index, size_t(nl) * 16, device_);
+      std::memcpy(out.index, top2_host_.data(), size_t(rows_out) * 8);
+      std::memcpy(out.prob, top2_host_.data() + 2 * nl, size_t(rows_out) * 8);
     } else {
       copy_bytes(out.logits, dev.logits, size_t(rows_out * V) * 4, device_);
     }

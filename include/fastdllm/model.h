@@ -117,6 +117,7 @@ class Model {
   Buffer act_;
   Buffer staging_, logits_dev_;
   std::unique_ptr<StepInputs> step_;
+  std::vector<int32_t> top2_host_;  // the greedy results as they come down from a GPU
   std::unique_ptr<GraphCache> graphs_;  // CUDA only
   uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_ move
   int64_t graph_runs_[3] = {0, 0, 0};
