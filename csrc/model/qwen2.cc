@@ -247,11 +247,13 @@ void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_o
 }
 
 // Arena layout (fp32): x | h | qkv | q | attn | gate_up | act | last
+// (gate_up is empty when SiLU*mul runs in the gate/up GEMM's epilogue).
 Model::Arena Model::arena(int64_t n, int64_t nl) {
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t nq = int64_t(c.num_heads) * hd, qkv = nq + 2 * int64_t(c.num_kv_heads) * hd;
-  const int64_t sizes[Arena::kSlots] = {n * H, n * H, n * qkv, n * nq, n * nq, n * 2 * I, n * I, nl * H};
+  const int64_t gate_up = fused_mlp_ ? 0 : n * 2 * I;
+  const int64_t sizes[Arena::kSlots] = {n * H, n * H, n * qkv, n * nq, n * nq, gate_up, n * I, nl * H};
   int64_t total = 0;
   for (int64_t s : sizes) total += (s + 15) / 16 * 16;
   act_.reserve(size_t(total) * 4);

@@ -33,6 +33,17 @@ void same_device(const TensorView& a, const TensorView& b, const char* op) {
             b.describe(), ")");
 }
 
+// The weight w [N, K] of a product x @ w^T: a float matrix (packed only as
+// bfloat16) on x's device with x's K columns.
+void expect_weight(const TensorView& x, const TensorView& w, const char* op) {
+  expect(w, op, "weight", 2);
+  FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
+  FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
+  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
+            " (in_features)");
+  same_device(x, w, op);
+}
+
 template <class F>
 F need(F fn, const char* op, Device d) {
   FDL_CHECK(fn != nullptr, op, " is not implemented for device ", device_name(d));
@@ -102,16 +113,12 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
             const TensorView& residual, const TensorView& out) {
   const char* op = "linear";
   expect(x, op, "x", 2);
-  expect(w, op, "weight", 2);
   expect(out, op, "out", 2);
   expect_operand(x, op, "x");
   expect_dtype(out, op, "out", DType::F32);
-  FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
-  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
-            " (in_features)");
+  expect_weight(x, w, op);
   FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0], op, ": out ", out.describe(),
             " must be [", x.shape[0], ", ", w.shape[0], "]");
-  same_device(x, w, op);
   same_device(x, out, op);
   if (bias.defined()) {
     expect(bias, op, "bias", 1);
@@ -123,7 +130,6 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
     FDL_CHECK(residual.shape == out.shape, op, ": residual ", residual.describe(), " does not match out ",
               out.describe());
   }
-  FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
   need(kernels(x.device).linear, op, x.device)(
       x.data, x.dtype, w.data, w.dtype, w.packed, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
       x.shape[0], w.shape[0], x.shape[1]);
@@ -263,20 +269,15 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
 void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob) {
   const char* op = "lm_head_top2";
   expect(x, op, "x", 2);
-  expect(w, op, "weight", 2);
   expect(index, op, "index", 2);
   expect(prob, op, "prob", 2);
   expect_dtype(x, op, "x", DType::F32);
   expect_dtype(index, op, "index", DType::I32);
   expect_dtype(prob, op, "prob", DType::F32);
-  FDL_CHECK(is_float(w.dtype), op, ": weight must be a float type, got ", w.describe());
-  FDL_CHECK(!w.packed || w.dtype == DType::BF16, op, ": packed weights must be bfloat16, got ", w.describe());
+  expect_weight(x, w, op);
   FDL_CHECK(w.shape[0] > 0, op, ": empty vocabulary");
-  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
-            " (in_features)");
   FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape == index.shape, op,
             ": index and prob must be [", x.shape[0], ", 2], got ", index.describe(), " and ", prob.describe());
-  same_device(x, w, op);
   same_device(x, index, op);
   same_device(x, prob, op);
   need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],
@@ -309,18 +310,15 @@ void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& 
 void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView& out) {
   const char* op = "linear_silu_mul";
   expect(x, op, "x", 2);
-  expect(w, op, "weight", 2);
   expect(out, op, "out", 2);
   expect_dtype(x, op, "x", DType::F32);
   expect_dtype(out, op, "out", DType::F32);
+  expect_weight(x, w, op);
   FDL_CHECK(w.packed && w.dtype == DType::BF16, op, ": weight must be the packed bfloat16 gate/up matrix, got ",
             w.describe());
   FDL_CHECK(w.shape[0] % 32 == 0, op, ": weight ", w.describe(), " must have 2 x a multiple of 16 rows");
-  FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
-            " (in_features)");
   FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0] / 2, op, ": out ", out.describe(),
             " must be [", x.shape[0], ", ", w.shape[0] / 2, "]");
-  same_device(x, w, op);
   same_device(x, out, op);
   need(kernels(x.device).linear_silu_mul, op, x.device)(x.ptr<float>(), static_cast<const uint16_t*>(w.data),
                                                         out.ptr<float>(), x.shape[0], w.shape[0] / 2, x.shape[1]);
