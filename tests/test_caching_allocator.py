@@ -67,6 +67,12 @@ def test_out_of_budget_empties_the_cache_then_retries():
     assert a.raw_bytes == 0 and a.stats()["raw_frees"] == a.stats()["raw_allocs"]
 
 
+def test_zero_bytes_take_nothing():
+    a = _C.HostCachingAllocator(MiB)
+    assert a.allocate(0) == 0
+    assert a.stats()["raw_allocs"] == 0 and a.stats()["in_use_bytes"] == 0
+
+
 def test_release_of_unknown_pointer_is_ignored():
     a = _C.HostCachingAllocator(MiB)
     a.release(12345)

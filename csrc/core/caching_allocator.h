@@ -38,7 +38,7 @@ class CachingAllocator {
   // A block of at least nbytes (rounded, see round_size). A cached block is
   // reused when it is at most twice the rounded size; otherwise a raw
   // allocation, and if that fails the cache is emptied and it is tried once
-  // more before the failure propagates.
+  // more before the failure propagates. Zero bytes: null, and nothing is taken.
   void* allocate(size_t nbytes);
   void release(void* p);  // p from allocate(); null is ignored
   void empty_cache();     // returns every cached block to the raw allocator

@@ -100,11 +100,6 @@ void upload_async(void* dst, const void* src, size_t nbytes) {
         "cudaMemcpyAsync");
 }
 
-CachingAllocator& device_allocator() {
-  // Never destroyed: at process exit the CUDA context may already be gone.
-  static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
-  return *a;
-}
 
 #else
 
@@ -129,12 +124,14 @@ void* graph_capture(const std::function<void()>&) { throw InvalidArgument("built
 void graph_launch(void*) {}
 void graph_destroy(void*) {}
 
+#endif
+
+// Over device_malloc / device_release of either build (without CUDA they throw).
 CachingAllocator& device_allocator() {
+  // Never destroyed: at process exit the CUDA context may already be gone.
   static CachingAllocator* a = new CachingAllocator(device_malloc, device_release);
   return *a;
 }
-
-#endif
 
 bool available() {
   const Status s = status();
