@@ -46,11 +46,14 @@ if(FASTDLLM_HAVE_CUDA)
   add_library(fastdllm_cuda OBJECT
     csrc/cuda/gemm/gemm_bf16_sm90_large.cu
     csrc/cuda/gemm/gemm_bf16_sm90_small_m.cu
+    csrc/cuda/gemm/gemm_f16_sm90_large.cu
+    csrc/cuda/gemm/gemm_f16_sm90_small_m.cu
     csrc/cuda/gemm/linear.cu
     csrc/cuda/elementwise/elementwise.cu
     csrc/cuda/attention/kv_append.cu
     csrc/cuda/attention/block_diffusion_attention.cu
     csrc/cuda/vocab/lm_head_top2.cu
+    csrc/cuda/vocab/sampling_candidates.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc
     "${CUTLASS_DIR}/include" "${CUTLASS_DIR}/tools/util/include")

@@ -9,12 +9,13 @@ plans = _C.plans
 
 @pytest.mark.parametrize("m,want", [(1, "sm90_small_m"), (8, "sm90_small_m"), (32, "sm90_small_m"),
                                     (64, "sm90_small_m"), (65, "sm90_large"), (4096, "sm90_large")])
-def test_bf16_gemm_by_token_rows(m, want):
-    assert plans.choose_gemm("bfloat16", m, 1536, 8960) == want
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_gemm_by_token_rows(m, want, dtype):
+    assert plans.choose_gemm(dtype, m, 1536, 8960) == want
 
 
-@pytest.mark.parametrize("dtype,n,k", [("float32", 1536, 1536), ("float16", 1536, 1536), ("bfloat16", 1537, 1536),
-                                       ("bfloat16", 1536, 37), ("bfloat16", 23, 37)])
+@pytest.mark.parametrize("dtype,n,k", [("float32", 1536, 1536), ("float32", 8, 8), ("bfloat16", 1537, 1536),
+                                       ("float16", 1536, 37), ("bfloat16", 23, 37)])
 def test_other_weights_and_unaligned_sizes_take_simt(dtype, n, k):
     assert plans.choose_gemm(dtype, 8, n, k) == "simt"
 

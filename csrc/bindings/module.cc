@@ -24,6 +24,7 @@
 #include "fastdllm/ops.h"
 #include "ops/launch_plans.h"
 #include "runtime/graph_cache.h"
+#include "runtime/sampling.h"
 
 namespace py = pybind11;
 using namespace fastdllm;
@@ -344,6 +345,43 @@ void bind_ops(py::module_& m) {
     d.finish();
     return py::make_tuple(idx, prob);
   }, py::arg("logits"), py::arg("device") = "cpu");
+  m.def("sampling_candidates", [](py::array logits, float temperature, float top_p, int top_k, int32_t exclude,
+                                  const std::string& device) {
+    const py::ssize_t rows = logits.shape(0), vocab = logits.shape(1);
+    auto stats = empty_f32({rows, 2});
+    py::array_t<int32_t> count(rows), cand({rows, vocab, py::ssize_t(2)});
+    OnDevice d(device);
+    ops::sampling_candidates(d.in(as_view(logits)), {temperature, top_p, top_k, exclude}, d.out(as_view(stats)),
+                             d.out(as_view(count)), d.out(as_view(cand)));
+    d.finish();
+    return py::make_tuple(stats, count, cand);
+  }, py::arg("logits"), py::arg("temperature"), py::arg("top_p") = 1.f, py::arg("top_k") = 0,
+     py::arg("exclude") = -1, py::arg("device") = "cpu");
+  // The whole sampling path for rows of logits: candidates on the device, then
+  // one draw per row from one random stream (runtime/sampling.h).
+  m.def("sample", [](py::array logits, float temperature, float top_p, int top_k, int32_t exclude, uint64_t seed,
+                     const std::string& device) {
+    const py::ssize_t rows = logits.shape(0), vocab = logits.shape(1);
+    SamplingCandidates c;
+    c.stride = vocab;
+    c.stats.resize(size_t(2 * rows));
+    c.count.resize(size_t(rows));
+    c.pairs.resize(size_t(2 * rows * vocab));
+    const ops::SamplingOptions o{temperature, top_p, top_k, exclude};
+    {
+      OnDevice d(device);
+      ops::sampling_candidates(d.in(as_view(logits)), o, d.out(TensorView(c.stats.data(), DType::F32, {rows, 2})),
+                               d.out(TensorView(c.count.data(), DType::I32, {rows})),
+                               d.out(TensorView(c.pairs.data(), DType::I32, {rows, vocab, 2})));
+      d.finish();
+    }
+    py::array_t<int32_t> token(rows);
+    auto prob = empty_f32({rows});
+    std::mt19937_64 rng(seed);
+    sample_rows(c, rows, vocab - (exclude >= 0 ? 1 : 0), o, rng, token.mutable_data(), prob.mutable_data());
+    return py::make_tuple(token, prob);
+  }, py::arg("logits"), py::arg("temperature"), py::arg("top_p") = 1.f, py::arg("top_k") = 0,
+     py::arg("exclude") = -1, py::arg("seed") = 0, py::arg("device") = "cpu");
   m.def("lm_head_top2", [](py::array x, py::object w, const std::string& dt, bool packed, const std::string& device) {
     const TensorView wv = packed ? [&] {  // w is pack_bf16's (packed, N, K)
       auto t = w.cast<py::tuple>();
@@ -486,7 +524,7 @@ PYBIND11_MODULE(_C, m) {
         GraphKey k;
         k.n = n;
         k.n_logits = n_logits;
-        k.top2 = top2;
+        k.output = top2 ? 1 : 0;
         k.pages = pages;
         const auto r = g.cache.run(k, epoch, [&g] { ++g.body_runs; });
         return std::string(r == GraphCache::Run::Eager ? "eager" : r == GraphCache::Run::Captured ? "captured" : "replayed");

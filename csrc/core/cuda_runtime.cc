@@ -100,6 +100,18 @@ void upload_async(void* dst, const void* src, size_t nbytes) {
         "cudaMemcpyAsync");
 }
 
+void download_async(void* dst, const void* src, size_t nbytes) {
+  check(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(stream_handle())),
+        "cudaMemcpyAsync");
+}
+
+void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, size_t rows) {
+  if (width == 0 || rows == 0) return synchronize();
+  const auto s = static_cast<cudaStream_t>(stream_handle());
+  check(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDefault, s), "cudaMemcpy2DAsync");
+  check(cudaStreamSynchronize(s), "cudaStreamSynchronize after a copy");
+}
+
 
 #else
 
@@ -117,6 +129,10 @@ void device_release(void*) {}
 
 void copy(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
 void upload_async(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
+void download_async(void*, const void*, size_t) { throw InvalidArgument("built without the CUDA backend"); }
+void copy_rows(void*, size_t, const void*, size_t, size_t, size_t) {
+  throw InvalidArgument("built without the CUDA backend");
+}
 
 void* stream_handle() { return nullptr; }
 void synchronize() {}

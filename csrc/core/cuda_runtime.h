@@ -30,6 +30,12 @@ void copy(void* dst, const void* src, size_t nbytes);
 // Host (pageable) -> device, queued on stream() without waiting: the source may
 // be reused once this returns (the driver stages pageable memory before it does).
 void upload_async(void* dst, const void* src, size_t nbytes);
+// Device -> host, queued on stream() without waiting: dst is valid after the
+// next synchronous copy or synchronize().
+void download_async(void* dst, const void* src, size_t nbytes);
+// Synchronous 2D copy of rows x width bytes between pitched buffers, ordered
+// after all work queued on stream() (one wait for e.g. a prefix of every row).
+void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, size_t rows);
 
 // The one stream all device work of the runtime is queued on (a cudaStream_t;
 // void* so that host code needs no CUDA headers). Created on first use,

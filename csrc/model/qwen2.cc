@@ -240,10 +240,31 @@ void Model::check_forward(const ForwardArgs& a) const {
               " is outside [0, ", a.n, ")");
 }
 
-void Model::forward(const ForwardArgs& a, float* logits_out) { run(a, Output{logits_out, nullptr, nullptr}); }
+void Model::forward(const ForwardArgs& a, float* logits_out) {
+  Output out;
+  out.logits = logits_out;
+  run(a, out);
+}
 
 void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_out) {
-  run(a, Output{nullptr, index_out, prob_out});
+  Output out;
+  out.index = index_out;
+  out.prob = prob_out;
+  run(a, out);
+}
+
+void Model::forward_candidates(const ForwardArgs& a, const ops::SamplingOptions& options, SamplingCandidates* c) {
+  const int64_t V = config_.vocab_size, rows = a.n_logits;
+  c->stride = V;
+  c->stats.resize(size_t(2 * rows));
+  c->count.resize(size_t(rows));
+  c->pairs.resize(size_t(2 * rows * V));
+  Output out;
+  out.stats = c->stats.data();
+  out.count = c->count.data();
+  out.cand = c->pairs.data();
+  out.sampling = options;
+  run(a, out);
 }
 
 // Arena layout (fp32): x | h | qkv | q | attn | gate_up | act | last
@@ -269,7 +290,7 @@ Model::Arena Model::arena(int64_t n, int64_t nl) {
 void Model::run(const ForwardArgs& a, const Output& out) {
   check_forward(a);
   const int64_t n = a.n, V = config_.vocab_size;
-  const bool top2 = out.index != nullptr;
+  const bool top2 = out.index != nullptr, sampling = out.cand != nullptr;
   // On a GPU the output rows are bucketed (more graph replays, same cost); the
   // caller gets its a.n_logits rows.
   pack_step_inputs(a, a.pool->capacity(),
@@ -283,10 +304,16 @@ void Model::run(const ForwardArgs& a, const Output& out) {
   const int32_t* in = step_->data.data();
   const uint8_t* mask = a.mask;
   Output dev = out;
+  // logits_dev_: the greedy top-2 [nl, 4] | logits [nl, V] | with sampling on a
+  // GPU, then stats [nl, 2] + count [nl] + candidates [nl, V, 2] (the CPU writes
+  // those straight into the caller's buffers).
+  const size_t cand_bytes = sampling && device_ != Device::CPU ? size_t(nl) * 12 + size_t(nl * V) * 8 : 0;
   if (device_ != Device::CPU) {
     const size_t ints = step_->data.size() * 4;
     staging_.reserve(ints + (a.mask ? size_t(n * a.n_kv) : 0));
-    logits_dev_.reserve(top2 ? size_t(nl) * 16 : size_t(nl * V) * 4);
+    logits_dev_.reserve(top2 ? size_t(nl) * 16 : size_t(nl * V) * 4 + cand_bytes);
+  } else if (sampling) {
+    logits_dev_.reserve(size_t(nl * V) * 4);
   }
   const void* after[] = {act_.data(), staging_.data(), logits_dev_.data()};
   if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
@@ -306,6 +333,13 @@ void Model::run(const ForwardArgs& a, const Output& out) {
     } else {
       dev.logits = static_cast<float*>(logits_dev_.data());
     }
+    if (sampling) {
+      dev.stats = dev.logits + nl * V;
+      dev.count = reinterpret_cast<int32_t*>(dev.stats + 2 * nl);
+      dev.cand = dev.count + nl;
+    }
+  } else if (sampling) {
+    dev.logits = static_cast<float*>(logits_dev_.data());
   }
 
   const auto body = [&] { encode(a, ar, in, mask, dev); };
@@ -313,7 +347,13 @@ void Model::run(const ForwardArgs& a, const Output& out) {
     GraphKey key;
     key.n = n;
     key.n_logits = nl;
-    key.top2 = top2;
+    key.output = top2 ? 1 : sampling ? 2 : 0;
+    if (sampling) {
+      key.temperature = out.sampling.temperature;
+      key.top_p = out.sampling.top_p;
+      key.top_k = out.sampling.top_k;
+      key.exclude = out.sampling.exclude;
+    }
     key.pool = a.pool->layer(0, nullptr, 0).base;  // the pages' storage: a new pool at an old address differs
     key.pages = step_->pages;
     const uint64_t epoch = (buffers_epoch_ << 32) ^ cuda::device_allocator().generation();
@@ -329,10 +369,28 @@ void Model::run(const ForwardArgs& a, const Output& out) {
       copy_bytes(top2_host_.data(), dev.index, size_t(nl) * 16, device_);
       std::memcpy(out.index, top2_host_.data(), size_t(rows_out) * 8);
       std::memcpy(out.prob, top2_host_.data() + 2 * nl, size_t(rows_out) * 8);
+    } else if (sampling) {
+      download_candidates(dev, out, rows_out);
     } else {
       copy_bytes(out.logits, dev.logits, size_t(rows_out * V) * 4, device_);
     }
   }
+}
+
+// Every row's first kCandidatePrefix candidates come down with the stats in one
+// wait (for a trained model's nucleus that is all of them); longer rows follow.
+void Model::download_candidates(const Output& dev, const Output& out, int64_t rows) {
+  const int64_t V = config_.vocab_size;
+  const size_t pitch = size_t(V) * 8, prefix = size_t(std::min(V, kCandidatePrefix)) * 8;
+  cuda::download_async(out.stats, dev.stats, size_t(rows) * 8);
+  cuda::download_async(out.count, dev.count, size_t(rows) * 4);
+  cuda::copy_rows(out.cand, pitch, dev.cand, pitch, prefix, size_t(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    if (out.count[r] > kCandidatePrefix) {
+      const size_t at = size_t(r) * pitch + prefix;
+      copy_bytes(reinterpret_cast<char*>(out.cand) + at, reinterpret_cast<const char*>(dev.cand) + at,
+                 size_t(out.count[r] - kCandidatePrefix) * 8, device_);
+    }
 }
 
 // The forward's launches, reading step data only through `in` (StepInputs
@@ -432,7 +490,14 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
                       TensorView(out.prob, DType::F32, {nl, 2}, device_));
   } else {
     ScopedOpTimer t("lm_head");
-    ops::linear(last, head, none, none, TensorView(out.logits, DType::F32, {nl, c.vocab_size}, device_));
+    const TensorView logits(out.logits, DType::F32, {nl, c.vocab_size}, device_);
+    ops::linear(last, head, none, none, logits);
+    if (out.cand) {
+      ScopedOpTimer ts("sampling_candidates");
+      ops::sampling_candidates(logits, out.sampling, TensorView(out.stats, DType::F32, {nl, 2}, device_),
+                               TensorView(out.count, DType::I32, {nl}, device_),
+                               TensorView(out.cand, DType::I32, {nl, c.vocab_size, 2}, device_));
+    }
   }
 }
 

@@ -24,6 +24,8 @@ struct KernelTable {
   void (*gather_rows)(const float*, const int32_t*, int64_t, int64_t, float*) = nullptr;
   void (*lm_head_top2)(const float*, const void*, DType, bool, int64_t, int64_t, int64_t, int32_t*,
                        float*) = nullptr;
+  void (*sampling_candidates)(const float*, int64_t, int64_t, float, float, int, int32_t, float*, int32_t*,
+                              int32_t*) = nullptr;
 };
 
 const KernelTable& kernels(Device device);

@@ -5,7 +5,7 @@
 namespace fastdllm::plans {
 
 GemmKind choose_gemm(DType wt, int64_t m, int64_t n, int64_t k) {
-  if (wt != DType::BF16 || k % 8 || n % 8) return GemmKind::Simt;
+  if ((wt != DType::BF16 && wt != DType::F16) || k % 8 || n % 8) return GemmKind::Simt;
   return m <= kSmallM ? GemmKind::Sm90SmallM : GemmKind::Sm90Large;
 }
 

@@ -14,8 +14,9 @@ enum class GemmKind { Simt, Sm90SmallM, Sm90Large };
 // Token rows up to which the swapped, stream-K configuration is used (one GEMM-N tile).
 constexpr int64_t kSmallM = 64;
 
-// bf16 weights with 16-byte rows (K % 8, N % 8) take a CUTLASS kernel, by M;
-// everything else (fp32 / fp16 weights, odd sizes) the exact SIMT kernel.
+// bf16 / fp16 weights with 16-byte rows (K % 8, N % 8) take a CUTLASS kernel
+// of their element type, by M; everything else (fp32 weights, odd sizes) the
+// exact SIMT kernel.
 GemmKind choose_gemm(DType weight_dtype, int64_t m, int64_t n, int64_t k);
 const char* gemm_kind_name(GemmKind g);
 

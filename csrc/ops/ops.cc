@@ -3,6 +3,9 @@
 // Python users verbatim.
 #include "fastdllm/ops.h"
 
+#include <cmath>
+#include <vector>
+
 #include "fastdllm/error.h"
 #include "ops/kernel_table.h"
 
@@ -283,6 +286,36 @@ void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& in
   need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],
                                                       w.shape[0], x.shape[1], index.ptr<int32_t>(),
                                                       prob.ptr<float>());
+}
+
+void sampling_candidates(const TensorView& logits, const SamplingOptions& s, const TensorView& stats,
+                         const TensorView& count, const TensorView& cand) {
+  const char* op = "sampling_candidates";
+  expect(logits, op, "logits", 2);
+  expect(stats, op, "stats", 2);
+  expect(count, op, "count", 1);
+  expect(cand, op, "candidates", 3);
+  expect_dtype(logits, op, "logits", DType::F32);
+  expect_dtype(stats, op, "stats", DType::F32);
+  expect_dtype(count, op, "count", DType::I32);
+  expect_dtype(cand, op, "candidates", DType::I32);
+  const int64_t rows = logits.shape[0], vocab = logits.shape[1];
+  FDL_CHECK(vocab > 0, op, ": empty vocabulary");
+  const bool shapes_ok = stats.shape[0] == rows && stats.shape[1] == 2 && count.shape[0] == rows &&
+                        cand.shape[0] == rows && cand.shape[1] == vocab && cand.shape[2] == 2;
+  FDL_CHECK(shapes_ok, op, ": stats must be [", rows, ", 2], count [", rows, "] and candidates [", rows, ", ", vocab,
+            ", 2], got ", stats.describe(), ", ", count.describe(), " and ", cand.describe());
+  FDL_CHECK(s.temperature > 0.f && std::isfinite(s.temperature), op, ": temperature must be > 0, got ",
+            s.temperature);
+  FDL_CHECK(s.top_p > 0.f && s.top_p <= 1.f, op, ": top_p must be in (0, 1], got ", s.top_p);
+  FDL_CHECK(s.top_k >= 0, op, ": top_k must be >= 0, got ", s.top_k);
+  FDL_CHECK(s.exclude < vocab, op, ": exclude ", s.exclude, " is outside the vocabulary [0, ", vocab, ")");
+  same_device(logits, stats, op);
+  same_device(logits, count, op);
+  same_device(logits, cand, op);
+  need(kernels(logits.device).sampling_candidates, op, logits.device)(
+      logits.ptr<float>(), rows, vocab, s.temperature, s.top_p, s.top_k, s.exclude, stats.ptr<float>(),
+      count.ptr<int32_t>(), cand.ptr<int32_t>());
 }
 
 void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out) {

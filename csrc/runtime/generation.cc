@@ -173,7 +173,7 @@ void Generation::ensure_block_pages() {
 
 void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, std::vector<int32_t>& pages,
                              int64_t write_start, int64_t n_kv, const std::vector<int32_t>* kv_limit,
-                             const std::vector<int32_t>& rows) {
+                             const std::vector<int32_t>& rows, bool sample) {
   positions_.resize(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) positions_[i] = int32_t(pos0 + int64_t(i));
   ForwardArgs a;
@@ -191,15 +191,15 @@ void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, s
   const size_t n = rows.size();
   argmax_.resize(n);
   conf_.resize(n);
-  if (p_.temperature > 0.f) {
-    // Sampling needs whole rows of logits; the greedy choice still comes first
-    // (prefill and commit take the argmax token whatever the temperature).
-    logits_.resize(n * size_t(model_.config().vocab_size));
-    model_.forward(a, logits_.data());
-    if (n > 0)
-      ops::argmax_prob(TensorView(logits_.data(), DType::F32, {int64_t(n), model_.config().vocab_size}),
-                       TensorView(argmax_.data(), DType::I32, {int64_t(n)}),
-                       TensorView(conf_.data(), DType::F32, {int64_t(n)}));
+  if (sample) {
+    // Sampling: the candidates of each row come from the device, the draw is ours.
+    ops::SamplingOptions o;
+    o.temperature = p_.temperature;
+    o.top_p = p_.top_p;
+    o.top_k = p_.top_k;
+    o.exclude = p_.mask_id;  // see never_predict_mask()
+    model_.forward_candidates(a, o, &candidates_);
+    sample_rows(candidates_, int64_t(n), model_.config().vocab_size - 1, o, rng_, argmax_.data(), conf_.data());
   } else {
     // Greedy: the lm_head fused with the reduction; slot 1 is the best token
     // other than slot 0, which never_predict_mask() falls back to.
@@ -226,7 +226,7 @@ void Generation::prefill() {
   if (p0_ % B == 0) rows_.push_back(int32_t(n - 1));
   last_step_ = StepKind::Prefill;
   prefill_pending_ = false;
-  run_forward(tokens_, 0, table_, 0, n, &limit_, rows_);
+  run_forward(tokens_, 0, table_, 0, n, &limit_, rows_, false);  // the greedy choice, whatever the temperature
   if (!rows_.empty()) x_.push_back(argmax_[0]);  // the AR token from the last prompt position
 }
 
@@ -255,6 +255,7 @@ void Generation::denoise(int sb) {
   for (int64_t j = s; j < s + S; ++j)
     if (x_[size_t(start + j)] == p_.mask_id) masked.push_back(int32_t(j));
 
+  const bool sampling = p_.temperature > 0.f;
   const bool sub_only = p_.use_block_cache && block_cache_valid_ && x_[size_t(start + s)] != p_.mask_id;
   std::vector<int32_t>& rows = rows_;
   rows.clear();
@@ -266,7 +267,7 @@ void Generation::denoise(int sb) {
       limit_[size_t(q)] = int32_t(std::min(c + B, ((c + q) / kDenoiseMaskBlock + 1) * kDenoiseMaskBlock));
     for (int32_t j : masked) rows.push_back(j == 0 ? 0 : j - 1);
     last_step_ = StepKind::Denoise;
-    run_forward(tokens_, c, table_, c, c + B, &limit_, rows);
+    run_forward(tokens_, c, table_, c, c + B, &limit_, rows, sampling);
     if (p_.use_block_cache) block_cache_valid_ = true;
   } else {
     // Sub-block only: its fresh K/V overwrite rows [s, s+S) of the block cache;
@@ -274,22 +275,14 @@ void Generation::denoise(int sb) {
     tokens_.assign(x_.begin() + start + s, x_.begin() + start + s + S);
     for (int32_t j : masked) rows.push_back(j == s ? 0 : int32_t(j - s - 1));
     last_step_ = StepKind::DenoiseSubBlock;
-    run_forward(tokens_, c + s, table_, c + s, c + B, nullptr, rows);
+    run_forward(tokens_, c + s, table_, c + s, c + B, nullptr, rows, sampling);
   }
 
   // Confidence-threshold unmasking over the masked positions of the sub-block.
-  const int64_t V = model_.config().vocab_size;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    if (p_.temperature > 0.f) {
-      float* row = logits_.data() + r * size_t(V);
-      row[p_.mask_id] = -INFINITY;  // see never_predict_mask()
-      const Sampled smp = sample_nucleus(row, V, p_.temperature, p_.top_p, p_.top_k, rng_);
-      argmax_[r] = smp.token;
-      conf_[r] = smp.prob;
-    } else if (argmax_[r] == p_.mask_id) {
-      never_predict_mask(r);
-    }
-  }
+  // (Sampling never draws the mask token: it is excluded from the candidates.)
+  if (!sampling)
+    for (size_t r = 0; r < rows.size(); ++r)
+      if (argmax_[r] == p_.mask_id) never_predict_mask(r);
   // The always-unmask-one rule picks the first position whose confidence is
   // within kTieRel of the maximum (deviation 2 in docs/decoding.md): an all-mask
   // block (the P == B case) gives B identical inputs whose confidences differ
@@ -312,7 +305,7 @@ void Generation::commit() {
   // c is a multiple of B, so the bs = B block-causal mask lets every query see
   // the whole prefix and the whole block: no mask needed.
   last_step_ = StepKind::Commit;
-  run_forward(tokens_, c, table_, c, c + B, nullptr, rows_);
+  run_forward(tokens_, c, table_, c, c + B, nullptr, rows_, false);  // the greedy choice, whatever the temperature
   for (int32_t p : block_) committed_.push(p);  // level 2 -> level 1, no copy
   block_.clear();
   in_block_ = false;

@@ -28,11 +28,13 @@ namespace fastdllm {
 struct GraphKey {
   int64_t n = 0;          // tokens in the forward
   int64_t n_logits = 0;   // output rows
-  bool top2 = false;      // greedy top-2 output instead of logits
+  int output = 0;         // 0: logits, 1: greedy top-2, 2: sampling candidates
+  float temperature = 0.f, top_p = 0.f;  // sampling candidates: the kernel's arguments
+  int top_k = 0, exclude = -1;
   const void* pool = nullptr;  // the KV pages' storage the launches point into
   int64_t pages = 0;      // page-table capacity the forward was laid out for
 
-  auto tie() const { return std::tie(n, n_logits, top2, pool, pages); }
+  auto tie() const { return std::tie(n, n_logits, output, temperature, top_p, top_k, exclude, pool, pages); }
   bool operator<(const GraphKey& o) const { return tie() < o.tie(); }
   bool operator==(const GraphKey& o) const { return tie() == o.tie(); }
 };

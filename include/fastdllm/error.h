@@ -34,3 +34,11 @@ std::string concat(Args&&... args) {
     if (!(cond))                                                               \
       throw ::fastdllm::InvalidArgument(::fastdllm::detail::concat(__VA_ARGS__)); \
   } while (0)
+
+// Checks on what a computation produced (not on what the caller passed):
+// RuntimeError in Python.
+#define FDL_CHECK_RT(cond, ...)                                                \
+  do {                                                                         \
+    if (!(cond))                                                               \
+      throw std::runtime_error(::fastdllm::detail::concat(__VA_ARGS__));      \
+  } while (0)

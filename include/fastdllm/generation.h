@@ -70,7 +70,7 @@ class Generation {
   int64_t first_stop(int64_t from) const;
   void run_forward(const std::vector<int32_t>& tokens, int64_t pos0, std::vector<int32_t>& pages,
                    int64_t write_start, int64_t n_kv, const std::vector<int32_t>* kv_limit,
-                   const std::vector<int32_t>& rows);
+                   const std::vector<int32_t>& rows, bool sample);
   void ensure_block_pages();  // level-2 pages of the active block, and table_ = committed + block
   void release_block_pages();
 
@@ -94,7 +94,7 @@ class Generation {
   std::vector<int32_t> table_;      // committed_ + block_, rebuilt per forward
   // Per-forward inputs and outputs, kept so that steps do not allocate once warm.
   std::vector<int32_t> tokens_, positions_, limit_, rows_, masked_;
-  std::vector<float> logits_;
+  SamplingCandidates candidates_;    // sampling forwards
   std::vector<int32_t> argmax_;
   std::vector<float> conf_;
   std::vector<int32_t> top2_index_;  // greedy forwards: [rows, 2] (ops::lm_head_top2)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "fastdllm/kv_cache.h"
+#include "fastdllm/ops.h"
 #include "fastdllm/tensor.h"
 
 namespace fastdllm {
@@ -45,6 +46,17 @@ struct ForwardArgs {
   int64_t n_logits = 0;
 };
 
+// Sampling's forward result per requested row (host memory): what
+// ops::sampling_candidates leaves, row r's count[r] (token, logit bits) pairs
+// at row(r). runtime/sampling.h draws from them.
+struct SamplingCandidates {
+  std::vector<float> stats;    // [rows, 2]: maximum logit, softmax denominator
+  std::vector<int32_t> count;  // [rows]
+  std::vector<int32_t> pairs;  // [rows, stride, 2]
+  int64_t stride = 0;          // pairs per row (the vocabulary size)
+  const int32_t* row(int64_t r) const { return pairs.data() + 2 * r * stride; }
+};
+
 class Model {
  public:
   Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU);
@@ -70,6 +82,11 @@ class Model {
   // get the top-1 token and the best other token with their softmax
   // probabilities (ops::lm_head_top2); the logits are never materialised.
   void forward_top2(const ForwardArgs& args, int32_t* index_out, float* prob_out);
+  // Sampling's forward: the lm_head and ops::sampling_candidates run on the
+  // model's device; only the candidates come to the host (on a GPU: one wait
+  // for every row's first kCandidatePrefix candidates, one more per row beyond).
+  void forward_candidates(const ForwardArgs& args, const ops::SamplingOptions& options, SamplingCandidates* out);
+  static constexpr int64_t kCandidatePrefix = 1024;
 
   // On CUDA, forwards without a mask replay captured graphs (runtime/graph_cache.h;
   // FASTDLLM_CUDA_GRAPHS=0 turns them off): how many ran eagerly, were captured,
@@ -86,11 +103,16 @@ class Model {
   Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
   TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const;
   void check_forward(const ForwardArgs& a) const;
-  // Where a forward writes its result: logits, or the greedy top-2 (index, prob).
+  // Where a forward writes its result: logits, the greedy top-2 (index, prob),
+  // or sampling's candidates (the logits then being scratch).
   struct Output {
-    float* logits;
-    int32_t* index;
-    float* prob;
+    float* logits = nullptr;
+    int32_t* index = nullptr;
+    float* prob = nullptr;
+    float* stats = nullptr;
+    int32_t* count = nullptr;
+    int32_t* cand = nullptr;
+    ops::SamplingOptions sampling;
   };
   struct Arena {
     static constexpr int kSlots = 8;
@@ -98,6 +120,7 @@ class Model {
   };
   Arena arena(int64_t n, int64_t n_logits);
   void run(const ForwardArgs& args, const Output& out);
+  void download_candidates(const Output& dev, const Output& out, int64_t rows);
   void encode(const ForwardArgs& args, const Arena& arena, const int32_t* step, const uint8_t* mask,
               const Output& out);
 

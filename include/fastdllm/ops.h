@@ -95,5 +95,21 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
 // [M, 2]. The logits are never written out (CPU: reduced per L2-sized chunk).
 void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob);
 
+// What sampling needs from the vocabulary (runtime/sampling.h does the rest on
+// the host): per row of logits [M, V] fp32, stats F32 [M, 2] = (maximum, softmax
+// denominator of logits / temperature), count I32 [M] and candidates I32
+// [M, V, 2] = (token, fp32 bits of its logit) for count entries, in no
+// particular order: the tokens that can be drawn under top_k / top_p, plus the
+// few that share the last histogram bin (ops/sampling_cut.h). The exclude token
+// (-1: none) counts as -inf. On a GPU only the candidates leave the device.
+struct SamplingOptions {
+  float temperature = 1.f;  // > 0
+  float top_p = 1.f;        // (0, 1]
+  int top_k = 0;            // 0: off
+  int32_t exclude = -1;
+};
+void sampling_candidates(const TensorView& logits, const SamplingOptions& options, const TensorView& stats,
+                         const TensorView& count, const TensorView& candidates);
+
 }  // namespace ops
 }  // namespace fastdllm

@@ -1,17 +1,21 @@
-// The sm_90a CUTLASS GEMMs behind cuda::linear, one configuration per
-// translation unit (each costs minutes and GBs of RAM to compile):
-//   gemm_bf16_sm90_large.cu    M (tokens) > kSmallM: 128x128x64 tiles, warp-specialized
-//                              persistent kernel, bias per column fused into the epilogue.
-//   gemm_bf16_sm90_small_m.cu  M <= kSmallM (decoding): the operands are swapped so that
-//                              the weight rows fill wgmma's 128-wide M mode and the few
-//                              tokens its N mode (64-wide tile), with a stream-K tile
-//                              scheduler so that all SMs stream weights even when the
-//                              output has only N/128 tiles (12 for a 1536-wide projection).
-// Both: bf16 operands, fp32 accumulation, out = x @ w^T (+ bias) (+ residual)
-// in fp32 with the residual read as the epilogue's source C (it may alias out:
-// every output element is read and written by the same thread of the tile's
-// epilogue). Workspaces come from cuda::device_allocator() and all launches go
-// to cuda::stream(), so both are capturable in a CUDA graph.
+// The sm_90a CUTLASS GEMMs behind cuda::linear, one configuration and element
+// type per translation unit (each costs minutes and GBs of RAM to compile); the
+// configurations themselves are written once, in gemm_sm90_kernel.cuh:
+//   gemm_{bf16,f16}_sm90_large.cu    M (tokens) > kSmallM: 128x128x64 tiles,
+//                              warp-specialized persistent kernel, bias per column
+//                              fused into the epilogue.
+//   gemm_{bf16,f16}_sm90_small_m.cu  M <= kSmallM (decoding): the operands are
+//                              swapped so that the weight rows fill wgmma's 128-wide
+//                              M mode and the few tokens its N mode (64-wide tile),
+//                              with a stream-K tile scheduler so that all SMs stream
+//                              weights even when the output has only N/128 tiles
+//                              (12 for a 1536-wide projection).
+// All: bf16 or fp16 operands (x and w of the same type), fp32 accumulation,
+// out = x @ w^T (+ bias) (+ residual) in fp32 with the residual read as the
+// epilogue's source C (it may alias out: every output element is read and
+// written by the same thread of the tile's epilogue). Workspaces come from
+// cuda::device_allocator() and all launches go to cuda::stream(), so both are
+// capturable in a CUDA graph.
 #pragma once
 #include <cstdint>
 
@@ -22,8 +26,8 @@ namespace fastdllm::cuda {
 using plans::kSmallM;
 
 struct GemmSm90Args {
-  const void* x;           // bf16 [m, k] row-major (activations)
-  const void* w;           // bf16 [n, k] row-major (the checkpoint's layout)
+  const void* x;           // bf16 / fp16 [m, k] row-major (activations)
+  const void* w;           // same type [n, k] row-major (the checkpoint's layout)
   const float* bias;       // [n] or null
   const float* residual;   // [m, n] or null; may alias out
   float* out;              // [m, n] row-major
@@ -33,6 +37,8 @@ struct GemmSm90Args {
 // 0 on success; otherwise a code, and gemm_last_error() says what failed.
 int gemm_bf16_sm90_large(const GemmSm90Args& a);
 int gemm_bf16_sm90_small_m(const GemmSm90Args& a);
+int gemm_f16_sm90_large(const GemmSm90Args& a);
+int gemm_f16_sm90_small_m(const GemmSm90Args& a);
 const char* gemm_last_error();
 
 }  // namespace fastdllm::cuda

@@ -1,5 +1,5 @@
-// The CUTLASS 3.x sm90 GEMM the two configurations of gemm_sm90.h instantiate,
-// one per translation unit: bf16 A[M, K] and B (given as [N, K], both K-major,
+// The CUTLASS 3.x sm90 GEMM the configurations of gemm_sm90.h instantiate, one
+// per translation unit: bf16 or fp16 A[M, K] and B (given as [N, K], both K-major,
 // what wgmma reads without a transpose), fp32 accumulation, and an fp32 epilogue
 // D = acc + bias + beta * C with C and D in LayoutCD. Launches on the runtime's
 // stream with its workspace (stream-K partials) from the caching allocator, so
@@ -21,15 +21,16 @@
 #include "cutlass/gemm/kernel/tile_scheduler.hpp"
 #include "cutlass/kernel_hardware_info.h"
 #include "cutlass/util/packed_stride.hpp"
+#include "cuda/gemm/gemm_sm90.h"
 
 namespace fastdllm::cuda {
 
 void set_gemm_error(const char* msg);
 
-template <class TileShape, class LayoutCD, class Fusion, class TileScheduler = void>
+template <class ElementAB_, class TileShape, class LayoutCD, class Fusion, class TileScheduler = void>
 struct Sm90Gemm {
-  using ElementAB = cutlass::bfloat16_t;
-  static constexpr int kAlignAB = 128 / cutlass::sizeof_bits<ElementAB>::value;  // 8 bf16 = 16-byte TMA rows
+  using ElementAB = ElementAB_;  // cutlass::bfloat16_t or cutlass::half_t
+  static constexpr int kAlignAB = 128 / cutlass::sizeof_bits<ElementAB>::value;  // 8 elements = 16-byte TMA rows
   static constexpr int kAlignCD = 128 / cutlass::sizeof_bits<float>::value;
   using ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>;
 
@@ -86,5 +87,45 @@ struct Sm90Gemm {
     return 0;
   }
 };
+
+// The two shapes of configuration, each instantiated once per element type
+// (gemm_{bf16,f16}_sm90_{small_m,large}.cu).
+//
+// Small M (decoding, M <= kSmallM): swapped operands. The GEMM computes
+// out^T[N, M] = w[N, K] @ x[M, K]^T, so GEMM-M is the weight rows (thousands:
+// fills the 128-wide wgmma M mode) and GEMM-N the tokens (a 64-wide tile; rows
+// past M are TMA-masked). A = w row-major, B = x (both K-major); out^T
+// column-major is out row-major, so the residual (C) and out (D) need no
+// transpose; the bias becomes a per-row (GEMM-M) bias. The stream-K tile
+// scheduler (heuristic decomposition, deterministic reduction) splits the K loop
+// of the few output tiles over all SMs (a 1536-wide projection has 12 tiles for
+// 132 SMs), which is what lets a batch-1 forward read weights at HBM speed.
+template <class Element>
+using SmallMGemm = Sm90Gemm<Element, cute::Shape<cute::_128, cute::_64, cute::_64>, cutlass::layout::ColumnMajor,
+                            cutlass::epilogue::fusion::LinCombPerRowBias<float, float, float, float, float>,
+                            cutlass::gemm::StreamKScheduler>;
+static_assert(kSmallM <= 64, "one GEMM-N tile covers every token row");
+
+template <class Element>
+int run_small_m(const GemmSm90Args& a, const char* name) {
+  if (a.m > kSmallM) {
+    set_gemm_error("sm90 small-M GEMM: more token rows than one tile holds");
+    return 1;
+  }
+  // GEMM problem (M, N, K) = (weight rows, tokens, K).
+  return SmallMGemm<Element>::run(a.w, a.x, a.bias, a.residual, a.out, int(a.n), int(a.m), int(a.k), name);
+}
+
+// Large M (prefill, batched blocks): A = x row-major, B = w as stored; out and
+// the residual row-major. 128x128x64 tiles, 1x1x1 cluster, builder-chosen
+// stages, cooperative warp-specialized persistent kernel, per-column bias.
+template <class Element>
+using LargeGemm = Sm90Gemm<Element, cute::Shape<cute::_128, cute::_128, cute::_64>, cutlass::layout::RowMajor,
+                           cutlass::epilogue::fusion::LinCombPerColBias<float, float, float, float, float>>;
+
+template <class Element>
+int run_large(const GemmSm90Args& a, const char* name) {
+  return LargeGemm<Element>::run(a.x, a.w, a.bias, a.residual, a.out, int(a.m), int(a.n), int(a.k), name);
+}
 
 }  // namespace fastdllm::cuda

@@ -1,12 +1,13 @@
 // linear on the GPU: out[M, N] = x[M, K] @ w[N, K]^T (+ bias) (+ residual),
 // x and out fp32; the op front-end for the CUTLASS GEMMs (gemm_sm90.h).
-//   bf16 weights with K % 8 == 0 and N % 8 == 0: x is rounded to bf16 (the
-//     precision of PyTorch's bf16 matmul), then one CUTLASS kernel with bias and
+//   bf16 / fp16 weights with K % 8 == 0 and N % 8 == 0: x is rounded to the
+//     weight type (the precision of PyTorch's bf16 / fp16 matmul) unless its
+//     producer already wrote it so, then one CUTLASS kernel with bias and
 //     residual fused into its epilogue, picked by plans::choose_gemm: the swapped
 //     stream-K configuration up to kSmallM rows (decoding), the 128x128 tiles above.
-//   anything else (fp32 / fp16 weights, odd sizes): a SIMT kernel, one warp per
+//   anything else (fp32 weights, odd sizes): a SIMT kernel, one warp per
 //     output element, exact fp32 accumulation. Correctness path, not fast.
-// Scratch (the bf16 copy of x, an fp32 copy of a non-fp32 bias, GEMM
+// Scratch (the rounded copy of x, an fp32 copy of a non-fp32 bias, GEMM
 // workspaces) comes from the caching allocator: no cudaMalloc once warm.
 #include <string>
 
@@ -22,9 +23,13 @@ namespace {
 
 thread_local std::string g_gemm_error;
 
-__global__ void to_bf16_kernel(const float* x, __nv_bfloat16* y, int64_t n) {
+__device__ __forceinline__ void round_to(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void round_to(__half* p, float v) { *p = __float2half_rn(v); }
+
+template <class TX, class TO>
+__global__ void to_operand_kernel(const TX* x, TO* y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    y[i] = __float2bfloat16_rn(x[i]);
+    round_to(&y[i], to_f32(x[i]));
 }
 
 template <class T>
@@ -63,14 +68,22 @@ void linear(const void* x, DType x_dtype, const void* w, DType wt, bool packed, 
   const plans::GemmKind kind = plans::choose_gemm(wt, m, n, k);
   if (kind != plans::GemmKind::Simt) {
     CachingAllocator& alloc = device_allocator();
-    // A bf16 operand comes straight from its producer (rms_norm / silu_mul); fp32 is rounded here.
-    DeviceScratch xb(alloc, x_dtype == DType::BF16 ? 0 : size_t(m * k) * 2);
+    // An operand of the weight type comes straight from its producer (rms_norm /
+    // silu_mul / attention); anything else is rounded here.
+    const bool direct = x_dtype == wt;
+    DeviceScratch xr(alloc, direct ? 0 : size_t(m * k) * 2);
     const void* xa = x;
-    if (x_dtype != DType::BF16) {
-      to_bf16_kernel<<<grid_for(m * k), 256, 0, stream()>>>(static_cast<const float*>(x), xb.as<__nv_bfloat16>(),
-                                                             m * k);
-      check_launch("linear/to_bf16");
-      xa = xb.get();
+    if (!direct) {
+      by_act_dtype(x_dtype, [&](auto zx) {
+        using TX = decltype(zx);
+        if (wt == DType::BF16)
+          to_operand_kernel<<<grid_for(m * k), 256, 0, stream()>>>(static_cast<const TX*>(x),
+                                                                    xr.as<__nv_bfloat16>(), m * k);
+        else
+          to_operand_kernel<<<grid_for(m * k), 256, 0, stream()>>>(static_cast<const TX*>(x), xr.as<__half>(), m * k);
+      });
+      check_launch("linear/round_operand");
+      xa = xr.get();
     }
     DeviceScratch bias_f32(alloc, bias && bt != DType::F32 ? size_t(n) * 4 : 0);
     const float* b = static_cast<const float*>(bias);
@@ -83,7 +96,9 @@ void linear(const void* x, DType x_dtype, const void* w, DType wt, bool packed, 
       b = bias_f32.as<float>();
     }
     const GemmSm90Args g{xa, w, b, residual, out, m, n, k};
-    const int rc = kind == plans::GemmKind::Sm90SmallM ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g);
+    const bool small = kind == plans::GemmKind::Sm90SmallM;
+    const int rc = wt == DType::BF16 ? (small ? gemm_bf16_sm90_small_m(g) : gemm_bf16_sm90_large(g))
+                                     : (small ? gemm_f16_sm90_small_m(g) : gemm_f16_sm90_large(g));
     if (rc != 0) throw std::runtime_error(gemm_last_error());
     check_launch("linear/gemm");
     return;
