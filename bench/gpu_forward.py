@@ -1,8 +1,8 @@
 """GPU forward benchmark at the Qwen2.5-1.5B and 7B shapes (random bf16 weights).
 
-Times one forward of 32, 8 and 1 new tokens over a 512-token cache for
-fastdllm_rt (device="cuda", logits copied to the host as the decoder needs them)
-and for the plain PyTorch forward of the same model on the same GPU (bf16,
+Times one greedy denoising step (the forward, then per lm_head row the argmax
+token and its probability on the host) of 32, 8 and 1 new tokens over a
+512-token cache for fastdllm_rt (device="cuda") and for the plain PyTorch forward of the same model on the same GPU (bf16,
 eager), alternating runs, beside a device triad (a = b + 2c) giving the HBM
 bandwidth and so the weight-streaming floor. Prints JSON. Needs a CUDA device.
 

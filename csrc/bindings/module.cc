@@ -362,7 +362,7 @@ void bind_ops(py::module_& m) {
   m.def("sample", [](py::array logits, float temperature, float top_p, int top_k, int32_t exclude, uint64_t seed,
                      const std::string& device) {
     const py::ssize_t rows = logits.shape(0), vocab = logits.shape(1);
-    SamplingCandidates c;
+    thread_local SamplingCandidates c;  // reused, as the engine reuses its own
     c.stride = vocab;
     c.stats.resize(size_t(2 * rows));
     c.count.resize(size_t(rows));
