@@ -2,11 +2,14 @@
 
 Runs Engine.generate_ids for max_new_tokens=256 from a 100-token prompt, with and
 without the sub-block cache, and reports wall time, forwards, forwards per second
-and tokens per forward. Random weights give ~1 token per forward (confidences
-stay under the threshold), the worst case for a diffusion decoder; a trained
-model commits ~2-3 tokens per forward. Prints JSON.
+and tokens per forward; then the same with the PyTorch reference of the loop
+(bench/torch_generate.py, bf16 eager). Random weights give ~1 token per forward
+(confidences stay under the threshold), the worst case for a diffusion decoder;
+a trained model commits ~2-3 tokens per forward. Both sides run the same
+algorithm, but bf16 rounding differs, so compare time per forward and per token.
+Prints JSON.
 
-    python bench/cpu_generate.py [--model-dir DIR] [--out FILE]
+    python bench/cpu_generate.py [--model-dir DIR] [--skip-torch] [--out FILE]
 """
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
 from bench_util import cpu_name, emit  # noqa: E402
 from qwen_shapes import QWEN25_1_5B, write_random_bf16_model  # noqa: E402
+from torch_generate import load_reference, torch_generate  # noqa: E402
 
 
 def main():
@@ -31,6 +36,7 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--prompt-tokens", type=int, default=100)
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()
     write_random_bf16_model(a.model_dir, QWEN25_1_5B)
@@ -54,6 +60,12 @@ def main():
               "settings": {"prompt_tokens": a.prompt_tokens, "max_new_tokens": a.max_new_tokens,
                            "block_size": 32, "sub_block_size": 8, "threshold": a.threshold},
               "runs": runs}
+    if not a.skip_torch:
+        ref = load_reference(a.model_dir, "cpu")
+        report["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(), "runs": []}
+        for cache in (False, True):
+            report["torch"]["runs"].append(torch_generate(ref, prompt, a.max_new_tokens, cache, a.threshold))
+            print(json.dumps(report["torch"]["runs"][-1]), file=sys.stderr, flush=True)
     emit(report, a.out)
 
 

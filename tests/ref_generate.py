@@ -90,8 +90,8 @@ def ref_generate(ref: RefQwen2, prompt, max_new_tokens, *, block_size=32, small_
                     p_no_mask[:, mask_id] = -1.0
                     tok = torch.where(tok == mask_id, p_no_mask.argmax(-1), tok)
                     conf = p.gather(-1, tok[:, None])[:, 0]
-                    masked = torch.tensor([t == mask_id for t in blk[s:e]])
-                    conf = torch.where(masked, conf, torch.tensor(float("-inf"), dtype=conf.dtype))
+                    masked = torch.tensor([t == mask_id for t in blk[s:e]], device=conf.device)
+                    conf = torch.where(masked, conf, torch.tensor(float("-inf"), dtype=conf.dtype, device=conf.device))
                     sel = conf > threshold
                     # Deviation 2 (docs/decoding.md): near-ties (1e-5 relative) of the
                     # always-one rule go to the first position, as exact bf16 ties do upstream.

@@ -14,10 +14,12 @@ KV = List[Tuple[torch.Tensor, torch.Tensor]]  # per layer: K, V as [kv_heads, T,
 
 
 class RefQwen2:
-    def __init__(self, cfg: dict, weights: Dict[str, torch.Tensor], dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: dict, weights: Dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                 device: str = "cpu"):
         self.cfg = cfg
         self.dtype = dtype
-        self.w = {k: v.to(dtype) for k, v in weights.items()}
+        self.device = torch.device(device)
+        self.w = {k: v.to(device=self.device, dtype=dtype) for k, v in weights.items()}
         if cfg.get("tie_word_embeddings"):  # HF ties lm_head to the embedding, ignoring any stored copy
             self.w["lm_head.weight"] = self.w["model.embed_tokens.weight"]
         self.H = cfg["hidden_size"]
@@ -27,6 +29,7 @@ class RefQwen2:
         self.eps = cfg["rms_norm_eps"]
         theta = cfg["rope_theta"]
         self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.hd, 2, dtype=torch.int64).float() / self.hd))
+        self.inv_freq = self.inv_freq.to(self.device)
 
     def rms(self, x, w):
         xf = x.float()
@@ -51,8 +54,10 @@ class RefQwen2:
         current block; the new K/V overwrite rows [replace, replace+L) in place and
         attention runs over past + the whole block cache.
         Returns logits [L, V] (model dtype) and the new tokens' K/V per layer."""
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        positions = torch.as_tensor(positions, dtype=torch.long)
+        ids = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        positions = torch.as_tensor(positions, dtype=torch.long, device=self.device)
+        if mask is not None:
+            mask = mask.to(self.device)
         L = ids.shape[0]
         x = self.w["model.embed_tokens.weight"][ids]
         cos, sin = self.rope_cos_sin(positions)
