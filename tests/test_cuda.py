@@ -11,6 +11,7 @@ from fastdllm_rt import _C
 from model_factory import load_weights, make_config, write_model
 from ref_generate import ref_generate
 from reference import RefQwen2, block_causal_mask
+from test_sampling import reference as sampling_reference
 
 pytestmark = pytest.mark.cuda
 ops = _C.ops
@@ -276,3 +277,33 @@ def test_half_forward_agrees_with_reference(tmp_path, dtype):
     half = half.float().numpy()
     assert np.abs(out - half).max() <= 2e-2 * np.abs(half).max()
     assert (out.argmax(-1) == half.argmax(-1)).mean() >= 0.9
+
+
+def test_forward_candidates_come_down_whole(tmp_path):
+    """Sampling's forward on the GPU: rows with more candidates than come down
+    in the first copy (1024) arrive whole, and every row holds the nucleus of
+    the GPU's own logits (the GPU compacts in any
+    order, and its cut may fall a bin away from the CPU's where fp32 bin masses
+    round differently, so the candidate sets themselves may differ)."""
+    cfg = make_config(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                      intermediate_size=256, vocab_size=4096, mask_token_id=4095)
+    model = fastdllm_rt.load_model(write_model(str(tmp_path), cfg, seed=2), device="cuda")
+    pool = model.make_pool(16, 4)
+    table = _C.PageTable(pool)
+    table.reserve_tokens(32)
+    tokens, pos = RNG.integers(0, 4000, 32).astype(np.int32), np.arange(32, dtype=np.int32)
+    rows = np.array([31, 0, 7], np.int32)
+    logits = model.forward(tokens, pos, table, 0, 32, logit_rows=rows)
+    for top_p in (0.5, 0.999):
+        kw = dict(temperature=1.0, top_p=top_p, top_k=0, exclude=4095)
+        stats, count, cand = model.forward_candidates(tokens, pos, table, 0, 32, logit_rows=rows, **kw)
+        want_stats = ops.sampling_candidates(logits, **kw)[0]
+        np.testing.assert_allclose(stats, want_stats, rtol=1e-5)
+        if top_p > 0.99:
+            assert count.min() > 1024  # random weights: a flat row, the second copy is exercised
+        for r in range(len(rows)):
+            got = {int(t) for t in cand[r, :count[r], 0]}
+            assert len(got) == count[r]
+            np.testing.assert_array_equal(cand[r, :count[r], 1].view(np.float32), logits[r, cand[r, :count[r], 0]])
+            nucleus, _ = sampling_reference(logits[r], 1.0, top_p, 0, exclude=4095)
+            assert set(nucleus) <= got

@@ -109,6 +109,26 @@ def test_forward_top2_is_the_reduction_of_the_logits(fp32_model):
     np.testing.assert_allclose(prob, top.values.numpy(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("top_p,top_k", [(0.9, 0), (1.0, 7), (0.999, 0)])
+def test_forward_candidates_are_the_reduction_of_the_logits(fp32_model, top_p, top_k):
+    """Sampling's forward (lm_head, then ops.sampling_candidates on the device)
+    brings to the host what the op computes from the full logits."""
+    cfg, model, _ = fp32_model
+    tokens = np.arange(13, dtype=np.int32) % cfg["vocab_size"]
+    pool, table = fresh_table(model, 13)
+    rows = np.array([12, 0, 5, 5], np.int32)
+    logits = run_forward(model, pool, table, tokens, np.arange(13), 0, 13, rows=rows)
+    kw = dict(temperature=0.7, top_p=top_p, top_k=top_k, exclude=3)
+    stats, count, cand = model.forward_candidates(tokens, np.arange(13, dtype=np.int32), table, 0, 13,
+                                                  logit_rows=rows, **kw)
+    want_stats, want_count, want_cand = fastdllm_rt._C.ops.sampling_candidates(logits, **kw)
+    np.testing.assert_array_equal(stats, want_stats)
+    np.testing.assert_array_equal(count, want_count)
+    for r in range(len(rows)):
+        got = sorted(map(tuple, cand[r, :count[r]].tolist()))
+        assert got == sorted(map(tuple, want_cand[r, :count[r]].tolist()))
+
+
 # intermediate 136: gate/up GEMM then SiLU*mul; 144 (a multiple of 16): gate and up
 # panels interleaved at load, SiLU*mul in the GEMM epilogue.
 @pytest.fixture(scope="module", params=[136, 144], ids=["mlp_two_step", "mlp_fused"])

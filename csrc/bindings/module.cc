@@ -179,6 +179,25 @@ py::tuple model_forward_top2(Model& m, ForwardCall::I32 tokens, ForwardCall::I32
   return py::make_tuple(idx, prob);
 }
 
+// Sampling's forward: (stats [rows, 2], count [rows], candidates [rows, V, 2]),
+// what Model::forward_candidates brought to the host (rows past count unset).
+py::tuple model_forward_candidates(Model& m, ForwardCall::I32 tokens, ForwardCall::I32 positions, PageTable& cache,
+                                   int64_t write_start, int64_t n_kv, const py::object& kv_limit,
+                                   const py::object& logit_rows, float temperature, float top_p, int top_k,
+                                   int32_t exclude) {
+  ForwardCall c(std::move(tokens), std::move(positions), cache, write_start, n_kv, kv_limit, py::none(), logit_rows);
+  SamplingCandidates out;
+  {
+    py::gil_scoped_release nogil;
+    m.forward_candidates(c.a, {temperature, top_p, top_k, exclude}, &out);
+  }
+  const py::ssize_t rows = c.a.n_logits, vocab = m.config().vocab_size;
+  py::array_t<float> stats({rows, py::ssize_t(2)}, out.stats.data());
+  py::array_t<int32_t> count(rows, out.count.data());
+  py::array_t<int32_t> cand({rows, vocab, py::ssize_t(2)}, out.pairs.data());
+  return py::make_tuple(stats, count, cand);
+}
+
 void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, const std::string& dtype,
                       const std::vector<int64_t>& shape) {
   const py::buffer_info info = buf.request();
@@ -607,7 +626,11 @@ PYBIND11_MODULE(_C, m) {
       })
       .def("forward_top2", &model_forward_top2, py::arg("tokens"), py::arg("positions"), py::arg("cache"),
            py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(),
-           py::arg("logit_rows") = py::none());
+           py::arg("logit_rows") = py::none())
+      .def("forward_candidates", &model_forward_candidates, py::arg("tokens"), py::arg("positions"),
+           py::arg("cache"), py::arg("write_start"), py::arg("n_kv"), py::arg("kv_limit") = py::none(),
+           py::arg("logit_rows") = py::none(), py::arg("temperature") = 1.f, py::arg("top_p") = 1.f,
+           py::arg("top_k") = 0, py::arg("exclude") = -1);
 
   py::class_<GenerationParams>(m, "GenerationParams")
       .def(py::init<>())
