@@ -128,17 +128,17 @@ def test_qkv_rope_append(rows):
 
 @pytest.mark.parametrize("rows", [1, 8, 33])
 @pytest.mark.parametrize("k,vocab", [(40, 23), (1536, 151936), (3584, 152064)])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_lm_head_top2(rows, k, vocab, dtype):
     x, w = randn(rows, k), randn(vocab, k) * 0.05
-    wp = w if dtype == "float32" else bf16(w)
+    wp = as_weight(w, dtype)
     wd = "" if dtype == "float32" else dtype
     ci, cp = ops.lm_head_top2(x, wp, weight_dtype=wd)
     gi, gp = ops.lm_head_top2(x, wp, weight_dtype=wd, device="cuda")
     if dtype == "float32":  # the same fp32 logits up to summation order: same choice
         np.testing.assert_array_equal(gi, ci)
         np.testing.assert_allclose(gp, cp, rtol=1e-4)
-    else:  # bf16-rounded activations on the GPU: the GPU's choice is a top choice of the CPU logits
+    else:  # activations rounded to the weight type on the GPU: its choice is a top choice of the CPU logits
         logits = ops.linear(x, wp, weight_dtype=wd)
         chosen = np.take_along_axis(logits, gi[:, :1].astype(np.int64), 1)[:, 0]
         np.testing.assert_allclose(chosen, logits.max(1), rtol=0, atol=2e-2 * np.abs(logits).max())
