@@ -1,9 +1,11 @@
 // AVX2 kernel on packed bf16 weights: per k-pair, each 256-bit half-panel load
 // gives 8 columns x 2 k's; a shift and a mask turn it into two exact fp32
-// vectors, each FMA'd with a broadcast activation. Register tile: MR=4 rows x
-// 16 columns (8 accumulators). Threads split the panels. linear_silu_mul takes
+// vectors, each FMA'd with a broadcast activation. Register tile: up to 6 rows
+// x 16 columns (12 accumulators). Threads split the panels. linear_silu_mul takes
 // a gate panel and its up panel per tile and writes silu(gate) * up.
 #include <immintrin.h>
+
+#include <type_traits>
 
 #include "cpu/fast_exp.h"
 #include "cpu/linear_packed.h"
@@ -13,28 +15,35 @@ namespace fastdllm::cpu {
 
 namespace {
 
-// The MR x 16 accumulators of one panel against rows [m0, m0 + MR) of x.
+// The MR x 16 accumulators of one panel against rows [m0, m0 + MR) of x. The
+// activations are broadcast straight from memory (a load, no shuffle: the FP
+// pipes stay with the FMAs); one half-panel's two weight vectors are live at a
+// time, so MR = 6 fits 12 accumulators + 2 weights + 1 broadcast in 16 ymm.
 template <int MR>
 inline void panel_acc(const float* x, int64_t k, const uint16_t* panel, int64_t kp_n, int64_t m0, __m256 acc[MR][2]) {
   for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   const __m256i hi_mask = _mm256_set1_epi32(int(0xFFFF0000u));
-  const int64_t full = k / 2;
+  const int64_t full = k / 2;  // pairs with both k's real; an odd k pads the last pair's second
   const uint32_t* p = reinterpret_cast<const uint32_t*>(panel);
-  for (int64_t kp = 0; kp < kp_n; ++kp, p += kPanelRows) {
-    float xe[MR], xo[MR];
-    for (int i = 0; i < MR; ++i) {
-      const float* xr = x + (m0 + i) * k;
-      xe[i] = xr[2 * kp];
-      xo[i] = kp < full ? xr[2 * kp + 1] : 0.f;
-    }
+  const float* xr[MR];
+  for (int i = 0; i < MR; ++i) xr[i] = x + (m0 + i) * k;
+  int64_t kp = 0;
+  for (; kp < full; ++kp, p += kPanelRows) {
     for (int h = 0; h < 2; ++h) {
       const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8 * h));
       const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
       const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(raw, hi_mask));
       for (int i = 0; i < MR; ++i) {
-        acc[i][h] = _mm256_fmadd_ps(_mm256_set1_ps(xe[i]), we, acc[i][h]);
-        acc[i][h] = _mm256_fmadd_ps(_mm256_set1_ps(xo[i]), wo, acc[i][h]);
+        acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr[i] + 2 * kp), we, acc[i][h]);
+        acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr[i] + 2 * kp + 1), wo, acc[i][h]);
       }
+    }
+  }
+  if (kp < kp_n) {
+    for (int h = 0; h < 2; ++h) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 8 * h));
+      const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+      for (int i = 0; i < MR; ++i) acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(xr[i] + 2 * kp), we, acc[i][h]);
     }
   }
 }
@@ -78,6 +87,28 @@ inline void silu_tile(const float* x, int64_t k, const uint16_t* gate_panel, int
   }
 }
 
+// Calls f(integral_constant<MR>, m0) over rows [0, m) in the fewest tiles of at
+// most kMaxRows rows, balanced (8 rows: 4 + 4, not 6 + 2: each tile streams the
+// panel once, and a thin one wastes that read).
+constexpr int kMaxRows = 6;
+template <class F>
+inline void for_row_tiles(int64_t m, F&& f) {
+  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+  int64_t m0 = 0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t rows = m / tiles + (t < m % tiles ? 1 : 0);
+    switch (rows) {
+      case 6: f(std::integral_constant<int, 6>{}, m0); break;
+      case 5: f(std::integral_constant<int, 5>{}, m0); break;
+      case 4: f(std::integral_constant<int, 4>{}, m0); break;
+      case 3: f(std::integral_constant<int, 3>{}, m0); break;
+      case 2: f(std::integral_constant<int, 2>{}, m0); break;
+      default: f(std::integral_constant<int, 1>{}, m0); break;
+    }
+    m0 += rows;
+  }
+}
+
 }  // namespace
 
 void linear_silu_mul_packed_avx2(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
@@ -86,9 +117,9 @@ void linear_silu_mul_packed_avx2(const float* x, const uint16_t* w, float* out, 
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < pairs; ++p) {
     const uint16_t* gate_panel = w + 2 * p * kp_n * kPanelRows * 2;
-    int64_t m0 = 0;
-    for (; m0 + 4 <= m; m0 += 4) silu_tile<4>(x, k, gate_panel, kp_n, out, m0, p * kPanelRows, inter);
-    for (; m0 < m; ++m0) silu_tile<1>(x, k, gate_panel, kp_n, out, m0, p * kPanelRows, inter);
+    for_row_tiles(m, [&](auto mr, int64_t m0) {
+      silu_tile<decltype(mr)::value>(x, k, gate_panel, kp_n, out, m0, p * kPanelRows, inter);
+    });
   }
 }
 
@@ -99,9 +130,9 @@ void linear_packed_avx2(const float* x, const uint16_t* w, const float* bias, co
 #pragma omp parallel for schedule(static)
   for (int64_t pi = 0; pi < panels; ++pi) {
     const uint16_t* panel = w + pi * kp_n * kPanelRows * 2;
-    int64_t m0 = 0;
-    for (; m0 + 4 <= m; m0 += 4) tile<4>(x, k, panel, kp_n, bias, residual, out, m0, pi * kPanelRows, n);
-    for (; m0 < m; ++m0) tile<1>(x, k, panel, kp_n, bias, residual, out, m0, pi * kPanelRows, n);
+    for_row_tiles(m, [&](auto mr, int64_t m0) {
+      tile<decltype(mr)::value>(x, k, panel, kp_n, bias, residual, out, m0, pi * kPanelRows, n);
+    });
   }
 }
 
