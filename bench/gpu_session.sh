@@ -5,6 +5,7 @@
 #   bash bench/gpu_session.sh build   # pip install . with the CUDA backend (~5 min on 16 cores)
 #   bash bench/gpu_session.sh test    # the CUDA-marked tests            -> $OUT/gpu_tests.log
 #   bash bench/gpu_session.sh bench   # gpu_forward + gpu_generate JSON  -> $OUT/
+#   bash bench/gpu_session.sh sanitize  # compute-sanitizer memcheck over the small-shape tests
 #   bash bench/gpu_session.sh all     # the three in order (fits one call only with a warm ccache)
 #
 # The device image has Python 3.12, torch, pybind11 and scikit-build-core but not
@@ -36,8 +37,20 @@ build() {
 
 tests() {
   { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || echo "no nvidia-smi"; } | tee "$OUT/gpu_tests.log"
-  # -p no:cacheprovider: the tree may be read-only; || true: the log is the result.
-  python3 -m pytest -q -m cuda -p no:cacheprovider -x --durations=15 tests 2>&1 | tee -a "$OUT/gpu_tests.log" || true
+  # Every test runs (a first run should show all that fails, not the first);
+  # --timeout: a hung kernel ends its test, not the call. -p no:cacheprovider: the
+  # tree may be read-only. || true: the log is the result.
+  local timeout_flag
+  timeout_flag=$(python3 -c "import pytest_timeout" 2>/dev/null && echo --timeout=300 || true)
+  python3 -m pytest -q -m cuda -p no:cacheprovider $timeout_flag -rf --durations=15 tests 2>&1 |
+    tee -a "$OUT/gpu_tests.log" || true
+}
+
+sanitize() {
+  # Out-of-bounds and misaligned accesses of every kernel on odd shapes (slow: small cases only).
+  compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -m cuda -p no:cacheprovider -x \
+    tests/test_cuda.py -k "37 or gather or (engine_token_exact_vs_cpu and bs0) or sampling_engine or come_down" 2>&1 |
+    tee "$OUT/gpu_memcheck.log" || true
 }
 
 bench() {
@@ -49,6 +62,7 @@ case "${1:-all}" in
   build) build ;;
   test) tests ;;
   bench) bench ;;
+  sanitize) sanitize ;;
   all) build && tests && bench ;;
-  *) echo "usage: $0 build|test|bench|all" >&2; exit 2 ;;
+  *) echo "usage: $0 build|test|bench|sanitize|all" >&2; exit 2 ;;
 esac
