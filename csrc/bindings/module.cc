@@ -382,10 +382,7 @@ void bind_ops(py::module_& m) {
                      const std::string& device) {
     const py::ssize_t rows = logits.shape(0), vocab = logits.shape(1);
     thread_local SamplingCandidates c;  // reused, as the engine reuses its own
-    c.stride = vocab;
-    c.stats.resize(size_t(2 * rows));
-    c.count.resize(size_t(rows));
-    c.pairs.resize(size_t(2 * rows * vocab));
+    c.resize(rows, vocab);
     const ops::SamplingOptions o{temperature, top_p, top_k, exclude};
     {
       OnDevice d(device);

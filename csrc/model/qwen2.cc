@@ -254,11 +254,7 @@ void Model::forward_top2(const ForwardArgs& a, int32_t* index_out, float* prob_o
 }
 
 void Model::forward_candidates(const ForwardArgs& a, const ops::SamplingOptions& options, SamplingCandidates* c) {
-  const int64_t V = config_.vocab_size, rows = a.n_logits;
-  c->stride = V;
-  c->stats.resize(size_t(2 * rows));
-  c->count.resize(size_t(rows));
-  c->pairs.resize(size_t(2 * rows * V));
+  c->resize(a.n_logits, config_.vocab_size);
   Output out;
   out.stats = c->stats.data();
   out.count = c->count.data();

@@ -55,6 +55,12 @@ struct SamplingCandidates {
   std::vector<int32_t> pairs;  // [rows, stride, 2]
   int64_t stride = 0;          // pairs per row (the vocabulary size)
   const int32_t* row(int64_t r) const { return pairs.data() + 2 * r * stride; }
+  void resize(int64_t rows, int64_t vocab) {  // keeps the storage when the size repeats
+    stride = vocab;
+    stats.resize(size_t(2 * rows));
+    count.resize(size_t(rows));
+    pairs.resize(size_t(2 * rows * vocab));
+  }
 };
 
 class Model {
