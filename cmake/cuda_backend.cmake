@@ -54,6 +54,7 @@ if(FASTDLLM_HAVE_CUDA)
     csrc/cuda/attention/block_diffusion_attention.cu
     csrc/cuda/vocab/lm_head_top2.cu
     csrc/cuda/vocab/sampling_candidates.cu
+    csrc/cuda/vocab/denoise_decide.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc
     "${CUTLASS_DIR}/include" "${CUTLASS_DIR}/tools/util/include")

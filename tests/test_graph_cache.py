@@ -14,7 +14,23 @@ def test_first_eager_then_captured_then_replayed():
         assert g.run(32, 8, True, 40) == "replayed"
     c = g.counts
     # the body ran eagerly once and once under capture; every later step is a launch only
-    assert c == {"captures": 1, "launches": 4, "destroys": 0, "body_runs": 2}
+    assert c == {"captures": 1, "guarded_captures": 0, "launches": 4, "destroys": 0, "body_runs": 2}
+
+
+def test_guarded_keys_are_captured_guarded_and_replay_only_once_captured():
+    """Device decisions' speculative launches (runtime/device_decisions.h) only
+    replay: before a key's guarded graph exists, replay() launches nothing."""
+    g = _C.GraphCacheProbe(4)
+    assert g.replay(32, 8, 40) is False
+    assert g.run(32, 8, True, 40, guarded=True) == "eager"
+    assert g.replay(32, 8, 40) is False  # seen, not captured: no eager run behind the host's back
+    assert g.run(32, 8, True, 40, guarded=True) == "captured"
+    assert g.replay(32, 8, 40) is True
+    assert g.replay(32, 8, 40, epoch=1) is False  # buffers moved: the graph may point at freed memory
+    c = g.counts
+    assert c == {"captures": 0, "guarded_captures": 1, "launches": 2, "destroys": 0, "body_runs": 2}
+    # the guarded key is not the plain top-2 key of the same shape
+    assert g.run(32, 8, True, 40) == "eager"
 
 
 def test_every_key_field_separates_graphs():

@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
@@ -398,6 +399,22 @@ void bind_ops(py::module_& m) {
     return py::make_tuple(token, prob);
   }, py::arg("logits"), py::arg("temperature"), py::arg("top_p") = 1.f, py::arg("top_k") = 0,
      py::arg("exclude") = -1, py::arg("seed") = 0, py::arg("device") = "cpu");
+  // One denoising forward's decisions on a copy of state: returns (state after, staging).
+  m.def("denoise_decide", [](py::array_t<int32_t, py::array::c_style | py::array::forcecast> state, py::array index,
+                             py::array prob, int64_t staging_len, std::vector<int> shape, int32_t ran,
+                             const std::string& device) {
+    FDL_CHECK(shape.size() == 5, "shape must be (block, sub, pages, rows_full, rows_sub)");
+    py::array_t<int32_t> st(state.size());
+    std::memcpy(st.mutable_data(), state.data(), size_t(state.size()) * 4);
+    py::array_t<int32_t> staging(staging_len);
+    std::fill(staging.mutable_data(), staging.mutable_data() + staging_len, -7);
+    OnDevice d(device);
+    ops::denoise_decide(d.out(as_view(st)), d.in(as_view(index)), d.in(as_view(prob)), d.out(as_view(staging)),
+                        {shape[0], shape[1], shape[2], shape[3], shape[4]}, ran);
+    d.finish();
+    return py::make_tuple(st, staging);
+  }, py::arg("state"), py::arg("index"), py::arg("prob"), py::arg("staging_len"), py::arg("shape"), py::arg("ran"),
+     py::arg("device") = "cpu");
   m.def("lm_head_top2", [](py::array x, py::object w, const std::string& dt, bool packed, const std::string& device) {
     const TensorView wv = packed ? [&] {  // w is pack_bf16's (packed, N, K)
       auto t = w.cast<py::tuple>();
@@ -523,7 +540,7 @@ PYBIND11_MODULE(_C, m) {
   // The graph cache's policy over a fake backend (capture runs the body and
   // returns a handle; launches and destroys are counted), for tests in CI.
   struct GraphCacheProbe {
-    int64_t captures = 0, launches = 0, destroys = 0, body_runs = 0, next = 1;
+    int64_t captures = 0, guarded_captures = 0, launches = 0, destroys = 0, body_runs = 0, next = 1;
     GraphCache cache;
     explicit GraphCacheProbe(size_t max_entries)
         : cache(GraphCache::Backend{[this](const std::function<void()>& body) -> void* {
@@ -531,24 +548,42 @@ PYBIND11_MODULE(_C, m) {
                                       body();
                                       return reinterpret_cast<void*>(next++);
                                     },
-                                    [this](void*) { ++launches; }, [this](void*) { ++destroys; }},
+                                    [this](void*) { ++launches; }, [this](void*) { ++destroys; },
+                                    [this](const int32_t*, int32_t, const std::function<void()>& body) -> void* {
+                                      ++guarded_captures;
+                                      body();
+                                      return reinterpret_cast<void*>(next++);
+                                    }},
                 max_entries) {}
   };
   py::class_<GraphCacheProbe>(m, "GraphCacheProbe")
       .def(py::init<size_t>(), py::arg("max_entries"))
-      .def("run", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, bool top2, int64_t pages, uint64_t epoch) {
+      .def("run", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, bool top2, int64_t pages, uint64_t epoch,
+                     bool guarded) {
         GraphKey k;
         k.n = n;
         k.n_logits = n_logits;
-        k.output = top2 ? 1 : 0;
+        k.output = guarded ? 3 : top2 ? 1 : 0;
         k.pages = pages;
-        const auto r = g.cache.run(k, epoch, [&g] { ++g.body_runs; });
+        static const int32_t flag = 1;
+        const GraphCache::Guard guard{&flag, 1};
+        const auto r = g.cache.run(k, epoch, [&g] { ++g.body_runs; }, guarded ? &guard : nullptr);
         return std::string(r == GraphCache::Run::Eager ? "eager" : r == GraphCache::Run::Captured ? "captured" : "replayed");
-      }, py::arg("n"), py::arg("n_logits"), py::arg("top2"), py::arg("pages"), py::arg("epoch") = 0)
+      }, py::arg("n"), py::arg("n_logits"), py::arg("top2"), py::arg("pages"), py::arg("epoch") = 0,
+         py::arg("guarded") = false)
+      .def("replay", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, int64_t pages, uint64_t epoch) {
+        GraphKey k;
+        k.n = n;
+        k.n_logits = n_logits;
+        k.output = 3;
+        k.pages = pages;
+        return g.cache.replay(k, epoch);
+      }, py::arg("n"), py::arg("n_logits"), py::arg("pages"), py::arg("epoch") = 0)
       .def_property_readonly("size", [](const GraphCacheProbe& g) { return g.cache.size(); })
       .def_property_readonly("counts", [](const GraphCacheProbe& g) {
         py::dict d;
         d["captures"] = g.captures;
+        d["guarded_captures"] = g.guarded_captures;
         d["launches"] = g.launches;
         d["destroys"] = g.destroys;
         d["body_runs"] = g.body_runs;
@@ -642,7 +677,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("top_p", &GenerationParams::top_p)
       .def_readwrite("top_k", &GenerationParams::top_k)
       .def_readwrite("seed", &GenerationParams::seed)
-      .def_readwrite("max_seq_len", &GenerationParams::max_seq_len);
+      .def_readwrite("max_seq_len", &GenerationParams::max_seq_len)
+      .def_readwrite("device_decisions", &GenerationParams::device_decisions);
 
   py::class_<Generation>(m, "Generation")
       .def(py::init<Model&, PagePool&, std::vector<int32_t>, const GenerationParams&>(), py::keep_alive<1, 2>(),
@@ -662,6 +698,7 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("decoded_prefix", &Generation::decoded_prefix)
       .def_property_readonly("output", &Generation::output)
       .def_property_readonly("num_forwards", &Generation::num_forwards)
+      .def_property_readonly("decisions_on_device", &Generation::decisions_on_device)
       .def_property_readonly("finish_reason", &Generation::finish_reason)
       .def_property_readonly("last_step", [](const Generation& g) {
         switch (g.last_step()) {

@@ -3,6 +3,7 @@
 // every call answers "not built" or throws; nothing here needs a GPU to import.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -53,6 +54,20 @@ CachingAllocator& device_allocator();
 // executable graph; launch queues it on stream(). Handles are cudaGraphExec_t.
 void* graph_capture(const std::function<void()>& body);
 void graph_launch(void* exec);
+// A guarded graph: its body runs only if *flag == value when the launch reaches
+// it (an arm kernel sets an IF node's condition from device memory that earlier
+// work on the stream wrote), so the host can queue a forward before it knows
+// whether the forward is needed. Needs CUDA 12.4+ drivers (conditional nodes).
+void* graph_capture_if(const int32_t* flag, int32_t value, const std::function<void()>& body);
 void graph_destroy(void* exec);
+
+// Page-locked host memory, which asynchronous downloads need to be truly
+// asynchronous, and events to wait for one point of the stream.
+void* host_alloc(size_t nbytes);
+void host_free(void* p);
+void* event_create();
+void event_record(void* event);  // at the current end of stream()
+void event_wait(void* event);    // host waits; throws naming the failed kernel's error
+void event_destroy(void* event);
 
 }  // namespace fastdllm::cuda

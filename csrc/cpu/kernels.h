@@ -41,4 +41,7 @@ void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int
 void sampling_candidates(const float* logits, int64_t rows, int64_t vocab, float temperature, float top_p, int top_k,
                          int32_t exclude, float* stats, int32_t* count, int32_t* cand);
 
+// ops::denoise_decide; sub: the sub-block size (scratch for the rule).
+void denoise_decide(int32_t* state, const int32_t* index, const float* prob, int32_t* staging, int32_t ran, int sub);
+
 }  // namespace fastdllm::cpu

@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
+#include <stdexcept>
 
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
@@ -16,6 +18,7 @@
 #include "core/profiler.h"
 #include "cpu/packed_weights.h"
 #include "model/step_inputs.h"
+#include "ops/denoise_rule.h"
 #include "ops/launch_plans.h"
 #include "model/weight_convert.h"
 #include "runtime/graph_cache.h"
@@ -25,6 +28,18 @@ namespace fastdllm {
 namespace {
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// The driver could not build a guarded graph (conditional nodes need CUDA 12.4+).
+struct GuardedCaptureFailed : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+void* capture_guarded(const int32_t* flag, int32_t value, const std::function<void()>& body) {
+  try {
+    return cuda::graph_capture_if(flag, value, body);
+  } catch (const std::exception& e) {
+    throw GuardedCaptureFailed(e.what());
+  }
+}
 
 // Parses "model.layers.{i}.{rest}" into (i, rest); false for other names.
 bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
@@ -67,6 +82,7 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   act_ = Buffer(64, device);
   staging_ = Buffer(64, device);
   logits_dev_ = Buffer(64, device);
+  denoise_state_ = Buffer(64, device);
   const bool pack_embed = packed_ && c.tie_word_embeddings;  // the tied embedding is the lm_head
   embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
   if (!c.tie_word_embeddings) lm_head_ = matrix_buffer(c.vocab_size, H, packed_);
@@ -91,7 +107,8 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
   step_ = std::make_unique<StepInputs>();
   const char* g = std::getenv("FASTDLLM_CUDA_GRAPHS");
   if (device == Device::CUDA && !(g && g[0] == '0'))
-    graphs_ = std::make_unique<GraphCache>(GraphCache::Backend{cuda::graph_capture, cuda::graph_launch, cuda::graph_destroy});
+    graphs_ = std::make_unique<GraphCache>(
+        GraphCache::Backend{cuda::graph_capture, cuda::graph_launch, cuda::graph_destroy, capture_guarded});
 }
 
 Model::~Model() = default;
@@ -283,8 +300,16 @@ Model::Arena Model::arena(int64_t n, int64_t nl) {
   return ar;
 }
 
+uint64_t Model::graph_epoch() const { return (buffers_epoch_ << 32) ^ cuda::device_allocator().generation(); }
+
 void Model::run(const ForwardArgs& a, const Output& out) {
   check_forward(a);
+  if (denoise_owner_) {
+    // A host-decided forward rewrites the staging the device decisions keep
+    // for their next launch; queued ones finish first (buffers may move below).
+    if (device_ != Device::CPU) cuda::synchronize();
+    denoise_owner_ = nullptr;
+  }
   const int64_t n = a.n, V = config_.vocab_size;
   const bool top2 = out.index != nullptr, sampling = out.cand != nullptr;
   // On a GPU the output rows are bucketed (more graph replays, same cost); the
@@ -352,8 +377,7 @@ void Model::run(const ForwardArgs& a, const Output& out) {
     }
     key.pool = a.pool->layer(0, nullptr, 0).base;  // the pages' storage: a new pool at an old address differs
     key.pages = step_->pages;
-    const uint64_t epoch = (buffers_epoch_ << 32) ^ cuda::device_allocator().generation();
-    ++graph_runs_[int(graphs_->run(key, epoch, body))];
+    ++graph_runs_[int(graphs_->run(key, graph_epoch(), body))];
   } else {
     body();
   }
@@ -371,6 +395,109 @@ void Model::run(const ForwardArgs& a, const Output& out) {
       copy_bytes(out.logits, dev.logits, size_t(rows_out * V) * 4, device_);
     }
   }
+}
+
+void Model::denoise_begin(const void* owner, const int32_t* state, const PagePool* pool) {
+  const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(state);
+  FDL_CHECK(ready_, "denoise_begin: the model's weights are not all loaded");
+  FDL_CHECK(pool && pool->device() == device_ && pool->geometry().num_layers == config_.num_layers &&
+                pool->geometry().num_kv_heads == config_.num_kv_heads &&
+                pool->geometry().head_dim == config_.head_dim && h.pages <= pool->capacity(),
+            "denoise_begin: the page pool does not match this model");
+  FDL_CHECK(h.block > 0 && h.sub > 0 && h.block % h.sub == 0 && h.pages > 0 && h.rows_full >= h.sub &&
+                h.rows_sub >= h.sub && (h.go == denoise::kFull || h.go == denoise::kSub) && h.sub_block >= 0 &&
+                h.sub_block < h.block / h.sub,
+            "denoise_begin: inconsistent denoise state (block ", h.block, ", sub ", h.sub, ", pages ", h.pages,
+            ", go ", h.go, ")");
+  const int64_t words = denoise::state_words(h.block, h.pages);
+  const int64_t staging_words =
+      std::max(3 * int64_t(h.block) + h.rows_full, 3 * int64_t(h.sub) + h.rows_sub) + h.pages;
+  if (denoise_owner_ != owner && denoise_owner_ && device_ != Device::CPU) cuda::synchronize();
+  const void* before[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
+  arena(h.block, h.rows_full);  // the larger kind: speculative launches must not grow anything
+  staging_.reserve(size_t(staging_words) * 4);
+  logits_dev_.reserve(size_t(std::max(h.rows_full, h.rows_sub)) * 16);
+  denoise_state_.reserve(size_t(words) * 4);
+  const void* after[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
+  if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
+  step_->data.resize(size_t(staging_words));
+  denoise::write_step_inputs(state, h.go, step_->data.data());
+  if (device_ != Device::CPU) {
+    cuda::upload_async(staging_.data(), step_->data.data(), step_->data.size() * 4);
+    cuda::upload_async(denoise_state_.data(), state, size_t(words) * 4);
+  } else {
+    std::memcpy(denoise_state_.data(), state, size_t(words) * 4);
+  }
+  denoise_header_.assign(state, state + denoise::kHeaderWords);
+  denoise_pool_ = pool;
+  denoise_owner_ = owner;
+}
+
+bool Model::denoise_launch(const void* owner, int32_t kind, bool speculative, int32_t* result, void* event) {
+  FDL_CHECK(owner && owner == denoise_owner_ || speculative, "denoise_launch: no denoise_begin for this caller");
+  if (owner != denoise_owner_) return false;
+  FDL_CHECK(kind == denoise::kFull || kind == denoise::kSub, "denoise_launch: kind must be kFull or kSub, got ", kind);
+  const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(denoise_header_.data());
+  const int64_t n = kind == denoise::kFull ? h.block : h.sub;
+  const int64_t nl = kind == denoise::kFull ? h.rows_full : h.rows_sub;
+  const int64_t words = denoise::state_words(h.block, h.pages);
+  step_->n = n;
+  step_->n_logits = nl;
+  step_->pages = h.pages;
+  step_->slots_from_positions = true;
+  ForwardArgs a;
+  a.n = n;
+  a.pool = denoise_pool_;
+  a.num_pages = h.pages;
+  a.n_logits = nl;
+  const void* act_before = act_.data();
+  const Arena ar = arena(n, nl);
+  FDL_CHECK(act_.data() == act_before, "denoise_launch: the activation arena grew after denoise_begin");
+  Output dev;
+  dev.index = static_cast<int32_t*>(logits_dev_.data());
+  dev.prob = reinterpret_cast<float*>(dev.index + 2 * nl);
+  int32_t* state = static_cast<int32_t*>(denoise_state_.data());
+  int32_t* staging = device_ == Device::CPU ? step_->data.data() : static_cast<int32_t*>(staging_.data());
+  ops::DenoiseShape shape{h.block, h.sub, h.pages, h.rows_full, h.rows_sub};
+  const auto body = [&] {
+    encode(a, ar, staging, nullptr, dev);
+    ops::denoise_decide(TensorView(state, DType::I32, {words}, device_),
+                        TensorView(dev.index, DType::I32, {nl, 2}, device_),
+                        TensorView(dev.prob, DType::F32, {nl, 2}, device_),
+                        TensorView(staging, DType::I32, {int64_t(step_->data.size())}, device_), shape, kind);
+  };
+  const size_t result_bytes = size_t(denoise::kHeaderWords + h.block) * 4;
+  if (device_ == Device::CPU) {  // in order, at once: the guard is a plain check
+    if (state[0] == kind) body();
+    std::memcpy(result, state, result_bytes);
+    return true;
+  }
+  GraphKey key;
+  key.n = n;
+  key.n_logits = nl;
+  key.output = 3;
+  key.variant = kind;
+  key.pool = denoise_pool_->layer(0, nullptr, 0).base;
+  key.pages = h.pages;
+  if (speculative) {
+    if (!graphs_ || guarded_graphs_failed_ || !graphs_->replay(key, graph_epoch())) return false;
+    ++graph_runs_[3];
+  } else if (graphs_ && !guarded_graphs_failed_) {
+    const GraphCache::Guard guard{state, kind};
+    try {
+      ++graph_runs_[int(graphs_->run(key, graph_epoch(), body, &guard))];
+    } catch (const GuardedCaptureFailed&) {
+      guarded_graphs_failed_ = true;  // e.g. a driver without conditional nodes: host-paced, eager
+      body();
+      ++graph_runs_[0];
+    }
+  } else {
+    body();
+    ++graph_runs_[0];
+  }
+  cuda::download_async(result, state, result_bytes);
+  cuda::event_record(event);
+  return true;
 }
 
 // Every row's first kCandidatePrefix candidates come down with the stats in one

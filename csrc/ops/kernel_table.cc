@@ -21,6 +21,7 @@ static KernelTable make_cpu_table() {
   t.argmax_prob = cpu::argmax_prob;
   t.lm_head_top2 = cpu::lm_head_top2;
   t.sampling_candidates = cpu::sampling_candidates;
+  t.denoise_decide = cpu::denoise_decide;
   t.gather_rows = cpu::gather_rows;
   t.linear_silu_mul = cpu::linear_silu_mul;
   return t;
@@ -41,6 +42,7 @@ static KernelTable make_cuda_table() {
   t.argmax_prob = cuda::argmax_prob;
   t.lm_head_top2 = cuda::lm_head_top2;
   t.sampling_candidates = cuda::sampling_candidates;
+  t.denoise_decide = cuda::denoise_decide;
   t.gather_rows = cuda::gather_rows;
 #endif
   return t;  // without the CUDA build every entry stays null: "not implemented for device cuda"

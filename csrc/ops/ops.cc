@@ -3,10 +3,12 @@
 // Python users verbatim.
 #include "fastdllm/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "fastdllm/error.h"
+#include "ops/denoise_rule.h"
 #include "ops/kernel_table.h"
 
 namespace fastdllm::ops {
@@ -316,6 +318,45 @@ void sampling_candidates(const TensorView& logits, const SamplingOptions& s, con
   need(kernels(logits.device).sampling_candidates, op, logits.device)(
       logits.ptr<float>(), rows, vocab, s.temperature, s.top_p, s.top_k, s.exclude, stats.ptr<float>(),
       count.ptr<int32_t>(), cand.ptr<int32_t>());
+}
+
+void denoise_decide(const TensorView& state, const TensorView& index, const TensorView& prob,
+                    const TensorView& staging, const DenoiseShape& d, int32_t ran) {
+  const char* op = "denoise_decide";
+  expect(state, op, "state", 1);
+  expect(index, op, "index", 2);
+  expect(prob, op, "prob", 2);
+  expect(staging, op, "staging", 1);
+  expect_dtype(state, op, "state", DType::I32);
+  expect_dtype(index, op, "index", DType::I32);
+  expect_dtype(prob, op, "prob", DType::F32);
+  expect_dtype(staging, op, "staging", DType::I32);
+  FDL_CHECK(ran == denoise::kFull || ran == denoise::kSub, op, ": ran must be kFull (1) or kSub (2), got ", ran);
+  FDL_CHECK(d.block > 0 && d.sub > 0 && d.block % d.sub == 0 && d.pages >= 0, op, ": block (", d.block,
+            ") must be a positive multiple of sub (", d.sub, ")");
+  FDL_CHECK(d.rows_full >= d.sub && d.rows_sub >= d.sub, op, ": rows_full (", d.rows_full, ") and rows_sub (",
+            d.rows_sub, ") must be >= sub (", d.sub, ")");
+  FDL_CHECK(state.shape[0] == denoise::state_words(d.block, d.pages), op, ": state must hold ",
+            denoise::state_words(d.block, d.pages), " words (header + block + page table), got ", state.describe());
+  const int64_t rows = ran == denoise::kFull ? d.rows_full : d.rows_sub;
+  FDL_CHECK(index.shape[0] >= rows && index.shape[1] == 2 && prob.shape == index.shape, op,
+            ": index and prob must be [>= ", rows, ", 2], got ", index.describe(), " and ", prob.describe());
+  const int64_t need_len = std::max(3 * int64_t(d.block) + d.rows_full, 3 * int64_t(d.sub) + d.rows_sub) + d.pages;
+  FDL_CHECK(staging.shape[0] >= need_len, op, ": staging must hold >= ", need_len, " words, got ",
+            staging.describe());
+  same_device(state, index, op);
+  same_device(state, prob, op);
+  same_device(state, staging, op);
+  if (state.device == Device::CPU) {  // the header must agree with the shape (a GPU's is not readable here)
+    const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(state.ptr<int32_t>());
+    FDL_CHECK(h.block == d.block && h.sub == d.sub && h.pages == d.pages && h.rows_full == d.rows_full &&
+                  h.rows_sub == d.rows_sub && h.sub_block >= 0 && h.sub_block < d.block / d.sub &&
+                  h.pb_off >= 0 && h.pb_off <= d.block,
+              op, ": the state's header does not match the shape (block ", h.block, ", sub ", h.sub, ", pages ",
+              h.pages, ", sub_block ", h.sub_block, ")");
+  }
+  need(kernels(state.device).denoise_decide, op, state.device)(state.ptr<int32_t>(), index.ptr<int32_t>(),
+                                                               prob.ptr<float>(), staging.ptr<int32_t>(), ran, d.sub);
 }
 
 void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out) {

@@ -3,23 +3,32 @@
 // recovered from the tokens alone: the current sub-block is the first one that
 // still holds a mask, and the checks run in the spec's order ((A) stop rule,
 // then "block finished -> commit", then one denoising forward).
+// The in-block decisions (what the next forward is, which positions a forward
+// unmasks) are ops/denoise_rule.h's, shared with the device's decide kernels.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "fastdllm/error.h"
 #include "fastdllm/generation.h"
 #include "fastdllm/ops.h"
+#include "ops/denoise_rule.h"
+#include "ops/launch_plans.h"
+#include "runtime/device_decisions.h"
 #include "runtime/sampling.h"
 
 namespace fastdllm {
 
 namespace {
-// Denoising forwards in the official code do not pass block_size to forward(),
-// whose default (32) sets the block-causal granularity of their mask (spec 3).
-constexpr int64_t kDenoiseMaskBlock = 32;
-// Relative width within which confidences count as tied (fp32 rounding noise of
-// a forward is ~1e-6 relative).
-constexpr float kTieRel = 1e-5f;
+// Auto: on for greedy decoding on a GPU; FASTDLLM_DEVICE_DECISIONS=0 / 1 turns
+// it off / on for any device (A/B runs; CI runs the device path on the CPU).
+bool device_decisions_wanted(const GenerationParams& p, const Model& model) {
+  if (p.device_decisions >= 0) return p.device_decisions == 1;
+  if (p.temperature != 0.f) return false;
+  const char* env = std::getenv("FASTDLLM_DEVICE_DECISIONS");
+  if (env && (env[0] == '0' || env[0] == '1')) return env[0] == '1';
+  return model.device() != Device::CPU;
+}
 }  // namespace
 
 void GenerationParams::validate(int64_t vocab, int page_size) const {
@@ -36,6 +45,10 @@ void GenerationParams::validate(int64_t vocab, int page_size) const {
   FDL_CHECK(top_p > 0.f && top_p <= 1.f, "top_p must be in (0, 1], got ", top_p);
   FDL_CHECK(top_k >= 0, "top_k must be >= 0, got ", top_k);
   FDL_CHECK(max_seq_len >= 0, "max_seq_len must be >= 0, got ", max_seq_len);
+  FDL_CHECK(device_decisions >= -1 && device_decisions <= 1, "device_decisions must be -1 (auto), 0 or 1, got ",
+            device_decisions);
+  FDL_CHECK(device_decisions != 1 || temperature == 0.f,
+            "device_decisions=1 needs greedy decoding (temperature 0): sampling draws on the host");
 }
 
 Generation::Generation(Model& model, PagePool& pool, std::vector<int32_t> prompt, const GenerationParams& params)
@@ -54,6 +67,12 @@ Generation::Generation(Model& model, PagePool& pool, std::vector<int32_t> prompt
   }
   blocks_left_ = p_.max_new_tokens / p_.block_size;
   prefill_pending_ = p0_ > p_.block_size;  // strictly greater, as upstream (the P == B quirk)
+  if (device_decisions_wanted(p_, model)) device_ = std::make_unique<DeviceDecisions>(model, p_.block_size, p_.use_block_cache);
+}
+
+Generation::~Generation() {
+  device_.reset();  // forwards in flight still write the block's pages
+  release_block_pages();
 }
 
 const char* Generation::finish_reason() const {
@@ -66,18 +85,6 @@ int64_t Generation::first_stop(int64_t from) const {
   for (int64_t i = from; i < int64_t(x_.size()); ++i)
     if (x_[size_t(i)] == p_.stop_id) return i;
   return -1;
-}
-
-bool Generation::stop_rule_a() const {
-  const int64_t fs = first_stop(pb_);
-  if (fs < 0) return false;
-  for (int64_t i = pb_; i < fs; ++i)
-    if (x_[size_t(i)] == p_.mask_id) return false;
-  return true;
-}
-
-bool Generation::block_has_mask() const {
-  return std::find(x_.end() - p_.block_size, x_.end(), p_.mask_id) != x_.end();
 }
 
 std::vector<int32_t> Generation::decoded_prefix() const {
@@ -106,13 +113,23 @@ Generation::Action Generation::next_action() {
     if (first_stop(p0_) >= 0) return Action::Finish;
     return Action::StartBlock;
   }
-  if (stop_rule_a()) return Action::Finish;
-  if (!block_has_mask()) return Action::Commit;
+  const int64_t start = int64_t(x_.size()) - p_.block_size;
+  const denoise::Next nx = denoise::next_in_block(x_.data() + start, p_.block_size, p_.sub_block_size,
+                                                  int(pb_ - start), p_.mask_id, p_.stop_id, p_.use_block_cache,
+                                                  block_cache_valid_);
+  if (nx.kind == denoise::kStop) return Action::Finish;
+  if (nx.kind == denoise::kCommit) return Action::Commit;
+  next_sub_block_ = nx.sub_block;
+  next_sub_only_ = nx.kind == denoise::kSub;
   return Action::Denoise;
 }
 
 bool Generation::step() {
   for (;;) {
+    if (device_ && device_->busy()) {
+      if (take_device_result()) return true;
+      continue;  // a speculative launch that the device skipped
+    }
     switch (next_action()) {
       case Action::Finish:
         if (!done_) {
@@ -138,16 +155,13 @@ bool Generation::step() {
       case Action::Commit:
         commit();
         return true;
-      case Action::Denoise: {
-        const int64_t start = int64_t(x_.size()) - p_.block_size;
-        int sb = 0;
-        while (std::find(x_.begin() + start + sb * p_.sub_block_size,
-                         x_.begin() + start + (sb + 1) * p_.sub_block_size, p_.mask_id) ==
-               x_.begin() + start + (sb + 1) * p_.sub_block_size)
-          ++sb;
-        denoise(sb);
+      case Action::Denoise:
+        if (device_) {
+          denoise_on_device(next_sub_block_, next_sub_only_);
+          continue;  // its result is taken above
+        }
+        denoise(next_sub_block_, next_sub_only_);
         return true;
-      }
     }
   }
 }
@@ -197,12 +211,12 @@ void Generation::run_forward(const std::vector<int32_t>& tokens, int64_t pos0, s
     o.temperature = p_.temperature;
     o.top_p = p_.top_p;
     o.top_k = p_.top_k;
-    o.exclude = p_.mask_id;  // see never_predict_mask()
+    o.exclude = p_.mask_id;  // a denoising step never writes the mask token (denoise::greedy_choice)
     model_.forward_candidates(a, o, &candidates_);
     sample_rows(candidates_, int64_t(n), model_.config().vocab_size - 1, o, rng_, argmax_.data(), conf_.data());
   } else {
     // Greedy: the lm_head fused with the reduction; slot 1 is the best token
-    // other than slot 0, which never_predict_mask() falls back to.
+    // other than slot 0, which denoise::greedy_choice falls back to.
     top2_index_.resize(2 * n);
     top2_prob_.resize(2 * n);
     model_.forward_top2(a, top2_index_.data(), top2_prob_.data());
@@ -230,20 +244,7 @@ void Generation::prefill() {
   if (!rows_.empty()) x_.push_back(argmax_[0]);  // the AR token from the last prompt position
 }
 
-// Deviation from upstream (docs/decoding.md): a denoising step never writes the
-// mask token. Upstream writes the argmax even when it is the mask id, which
-// leaves the position masked; when that is the only selected position the loop
-// never ends. Trained models do not predict the mask token, so this changes
-// nothing for them; for random or broken weights it turns a hang into output.
-// The replacement is the best other token, with its probability under the full
-// softmax (the mask token's mass stays in the denominator): slot 1 of the fused
-// lm_head reduction (ops::lm_head_top2).
-void Generation::never_predict_mask(size_t r) {
-  argmax_[r] = top2_index_[2 * r + 1];
-  conf_[r] = top2_prob_[2 * r + 1];
-}
-
-void Generation::denoise(int sb) {
+void Generation::denoise(int sb, bool sub_only) {
   const int64_t B = p_.block_size, S = p_.sub_block_size;
   const int64_t start = int64_t(x_.size()) - B;
   const int64_t c = committed_.capacity_tokens();
@@ -256,16 +257,15 @@ void Generation::denoise(int sb) {
     if (x_[size_t(start + j)] == p_.mask_id) masked.push_back(int32_t(j));
 
   const bool sampling = p_.temperature > 0.f;
-  const bool sub_only = p_.use_block_cache && block_cache_valid_ && x_[size_t(start + s)] != p_.mask_id;
   std::vector<int32_t>& rows = rows_;
   rows.clear();
   if (!sub_only) {
-    // Whole block at positions c..c+B-1; token shift: position j reads output j-1, position 0 its own.
+    // Whole block at positions c..c+B-1 under the 32-granular block-causal mask.
     tokens_.assign(x_.begin() + start, x_.end());
     limit_.resize(size_t(B));
     for (int64_t q = 0; q < B; ++q)
-      limit_[size_t(q)] = int32_t(std::min(c + B, ((c + q) / kDenoiseMaskBlock + 1) * kDenoiseMaskBlock));
-    for (int32_t j : masked) rows.push_back(j == 0 ? 0 : j - 1);
+      limit_[size_t(q)] = int32_t(std::min(c + B, ((c + q) / denoise::kMaskBlock + 1) * denoise::kMaskBlock));
+    for (int32_t j : masked) rows.push_back(denoise::output_row(j, 0));
     last_step_ = StepKind::Denoise;
     run_forward(tokens_, c, table_, c, c + B, &limit_, rows, sampling);
     if (p_.use_block_cache) block_cache_valid_ = true;
@@ -273,7 +273,7 @@ void Generation::denoise(int sb) {
     // Sub-block only: its fresh K/V overwrite rows [s, s+S) of the block cache;
     // the queries see the prefix and all B block entries, unmasked (spec 4.1).
     tokens_.assign(x_.begin() + start + s, x_.begin() + start + s + S);
-    for (int32_t j : masked) rows.push_back(j == s ? 0 : int32_t(j - s - 1));
+    for (int32_t j : masked) rows.push_back(denoise::output_row(j, int(s)));
     last_step_ = StepKind::DenoiseSubBlock;
     run_forward(tokens_, c + s, table_, c + s, c + B, nullptr, rows, sampling);
   }
@@ -282,17 +282,58 @@ void Generation::denoise(int sb) {
   // (Sampling never draws the mask token: it is excluded from the candidates.)
   if (!sampling)
     for (size_t r = 0; r < rows.size(); ++r)
-      if (argmax_[r] == p_.mask_id) never_predict_mask(r);
-  // The always-unmask-one rule picks the first position whose confidence is
-  // within kTieRel of the maximum (deviation 2 in docs/decoding.md): an all-mask
-  // block (the P == B case) gives B identical inputs whose confidences differ
-  // only by rounding; in bf16 upstream they tie exactly and the first wins.
-  float top = conf_[0];
-  for (size_t r = 1; r < masked.size(); ++r) top = std::max(top, conf_[r]);
-  size_t best = 0;
-  while (conf_[best] < top * (1.0f - kTieRel)) ++best;
+      denoise::greedy_choice(&top2_index_[2 * r], &top2_prob_[2 * r], p_.mask_id, &argmax_[r], &conf_[r]);
+  const int best = denoise::first_best(int(masked.size()), conf_.data());
   for (size_t r = 0; r < masked.size(); ++r)
-    if (conf_[r] > p_.threshold || r == best) x_[size_t(start + masked[r])] = argmax_[r];
+    if (denoise::unmasks(conf_[r], p_.threshold, int(r) == best)) x_[size_t(start + masked[r])] = argmax_[r];
+}
+
+// The same forward with its decisions on the device: the block's state goes
+// up, the forward is queued, and the device may go on with the next ones
+// (runtime/device_decisions.h) while step() takes the results in order.
+void Generation::denoise_on_device(int sb, bool sub_only) {
+  const int64_t B = p_.block_size, S = p_.sub_block_size;
+  const int64_t start = int64_t(x_.size()) - B;
+  ensure_block_pages();
+  const int64_t pages = pool_.capacity();
+  device_state_.assign(size_t(denoise::state_words(int(B), int(pages))), 0);
+  auto& h = *reinterpret_cast<denoise::DenoiseHeader*>(device_state_.data());
+  h.go = sub_only ? denoise::kSub : denoise::kFull;
+  h.forwards = 0;
+  h.sub_block = sb;
+  h.cache_valid = block_cache_valid_;
+  h.next = h.go;
+  h.c = int32_t(committed_.capacity_tokens());
+  h.pb_off = int32_t(pb_ - start);
+  h.mask_id = p_.mask_id;
+  h.stop_id = p_.stop_id;
+  h.use_block_cache = p_.use_block_cache;
+  h.threshold = p_.threshold;
+  h.block = int32_t(B);
+  h.sub = int32_t(S);
+  h.pages = int32_t(pages);
+  // A GPU buckets output rows (more graph replays at the same cost); the CPU computes S.
+  const bool gpu = model_.device() != Device::CPU;
+  h.rows_full = int32_t(gpu ? plans::logit_rows_bucket(S, B) : S);
+  h.rows_sub = int32_t(S);
+  std::copy(x_.begin() + start, x_.end(), denoise::block_tokens(device_state_.data()));
+  int32_t* table = device_state_.data() + denoise::kHeaderWords + B;
+  for (int64_t i = 0; i < pages; ++i) table[i] = i < int64_t(table_.size()) ? table_[size_t(i)] : table_[0];
+  device_forwards_ = 0;
+  device_->start(device_state_, &pool_);
+}
+
+bool Generation::take_device_result() {
+  const DeviceDecisions::Result r = device_->next();
+  const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(r.state);
+  if (h.forwards == device_forwards_) return false;  // skipped
+  device_forwards_ = h.forwards;
+  const int64_t B = p_.block_size;
+  std::copy(denoise::block_tokens(r.state), denoise::block_tokens(r.state) + B, x_.end() - B);
+  block_cache_valid_ = h.cache_valid != 0;
+  last_step_ = r.kind == denoise::kFull ? StepKind::Denoise : StepKind::DenoiseSubBlock;
+  ++forwards_;
+  return true;
 }
 
 void Generation::commit() {

@@ -15,7 +15,17 @@ void GraphCache::clear() {
   seen_.clear();
 }
 
-GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body) {
+bool GraphCache::replay(const GraphKey& key, uint64_t epoch) {
+  if (epoch != epoch_) return false;
+  const auto it = graphs_.find(key);
+  if (it == graphs_.end()) return false;
+  it->second.last_use = ++tick_;
+  backend_.launch(it->second.exec);
+  return true;
+}
+
+GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body,
+                                const Guard* guard) {
   if (epoch != epoch_) {
     clear();
     epoch_ = epoch;
@@ -39,7 +49,8 @@ GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::
     backend_.destroy(lru->second.exec);
     graphs_.erase(lru);
   }
-  void* exec = backend_.capture(body);  // throws: nothing is stored, the next call tries again
+  // throws: nothing is stored, the next call tries again
+  void* exec = guard ? backend_.capture_if(guard->flag, guard->value, body) : backend_.capture(body);
   graphs_[key] = Entry{exec, tick_};
   backend_.launch(exec);
   return Run::Captured;

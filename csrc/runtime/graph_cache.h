@@ -11,6 +11,9 @@
 // Buffers that the graphs point into may still move when they grow: the caller
 // passes an epoch that changes then, which drops every graph.
 //
+// Guarded graphs (cuda::graph_capture_if) serve launches queued before the host
+// knows whether they are needed (runtime/generation.cc, decisions on the device).
+//
 // Policy: a key's first forward runs eagerly (it grows the allocator's cache and
 // sets kernel attributes, which must not happen inside a capture), the second is
 // captured and launched, later ones replay. At most max_entries graphs live; the
@@ -28,13 +31,14 @@ namespace fastdllm {
 struct GraphKey {
   int64_t n = 0;          // tokens in the forward
   int64_t n_logits = 0;   // output rows
-  int output = 0;         // 0: logits, 1: greedy top-2, 2: sampling candidates
+  int output = 0;         // 0: logits, 1: greedy top-2, 2: sampling candidates, 3: top-2 + device decisions
   float temperature = 0.f, top_p = 0.f;  // sampling candidates: the kernel's arguments
   int top_k = 0, exclude = -1;
+  int variant = 0;        // output 3 (greedy + device decisions): the forward kind (ops/denoise_rule.h)
   const void* pool = nullptr;  // the KV pages' storage the launches point into
   int64_t pages = 0;      // page-table capacity the forward was laid out for
 
-  auto tie() const { return std::tie(n, n_logits, output, temperature, top_p, top_k, exclude, pool, pages); }
+  auto tie() const { return std::tie(n, n_logits, output, temperature, top_p, top_k, exclude, variant, pool, pages); }
   bool operator<(const GraphKey& o) const { return tie() < o.tie(); }
   bool operator==(const GraphKey& o) const { return tie() == o.tie(); }
 };
@@ -45,6 +49,14 @@ class GraphCache {
     std::function<void*(const std::function<void()>& body)> capture;  // body's launches -> an executable graph
     std::function<void(void*)> launch;
     std::function<void(void*)> destroy;
+    // A guarded graph: body runs only if *flag == value at launch (cuda::graph_capture_if).
+    std::function<void*(const int32_t* flag, int32_t value, const std::function<void()>& body)> capture_if;
+  };
+  // Keys run with a guard are captured guarded; their eager first run is the
+  // caller's to make only when the guard holds.
+  struct Guard {
+    const int32_t* flag = nullptr;
+    int32_t value = 0;
   };
   enum class Run { Eager, Captured, Replayed };
 
@@ -53,7 +65,11 @@ class GraphCache {
   GraphCache(const GraphCache&) = delete;
   GraphCache& operator=(const GraphCache&) = delete;
 
-  Run run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body);
+  Run run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body, const Guard* guard = nullptr);
+  // Launches the key's graph if it is captured (and the epoch unchanged);
+  // false, launching nothing, otherwise. What speculative launches use: they
+  // must not run eagerly (nothing may grow or be configured behind the host's back).
+  bool replay(const GraphKey& key, uint64_t epoch);
   void clear();
   size_t size() const { return graphs_.size(); }
 

@@ -10,6 +10,7 @@
 // become level-1 pages when the block is committed.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -32,14 +33,23 @@ struct GenerationParams {
   int top_k = 0;             // 0: off
   uint64_t seed = 0;
   int64_t max_seq_len = 0;   // 0: no limit beyond the cache
+  // Threshold decisions of greedy denoising forwards on the model's device
+  // (runtime/device_decisions.h): -1 auto (greedy on a GPU model, or as
+  // FASTDLLM_DEVICE_DECISIONS=0|1 says), 0 off, 1 on (any device; greedy only).
+  int device_decisions = -1;
   void validate(int64_t vocab_size, int page_size) const;  // throws InvalidArgument naming the parameter
 };
 
 enum class StepKind { Prefill, Denoise, DenoiseSubBlock, Commit, None };
 
+class DeviceDecisions;
+
 class Generation {
  public:
   Generation(Model& model, PagePool& pool, std::vector<int32_t> prompt, const GenerationParams& params);
+  ~Generation();  // waits for forwards in flight, returns the block's pages
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
 
   // Runs the next model forward and the bookkeeping after it. Returns false,
   // without running a forward, once generation has finished.
@@ -56,17 +66,17 @@ class Generation {
   std::vector<int32_t> output() const;
   int64_t num_forwards() const { return forwards_; }
   StepKind last_step() const { return last_step_; }
+  bool decisions_on_device() const { return device_ != nullptr; }
   const char* finish_reason() const;  // "stop", "length" or "" while running
 
  private:
   enum class Action { Prefill, StartBlock, Denoise, Commit, Finish };
   Action next_action();
   void prefill();
-  void denoise(int sb);
+  void denoise(int sb, bool sub_only);
+  void denoise_on_device(int sb, bool sub_only);
+  bool take_device_result();
   void commit();
-  void never_predict_mask(size_t row);
-  bool stop_rule_a() const;
-  bool block_has_mask() const;
   int64_t first_stop(int64_t from) const;
   void run_forward(const std::vector<int32_t>& tokens, int64_t pos0, std::vector<int32_t>& pages,
                    int64_t write_start, int64_t n_kv, const std::vector<int32_t>* kv_limit,
@@ -84,6 +94,8 @@ class Generation {
   bool in_block_ = false;
   bool prefill_pending_ = false;
   bool block_cache_valid_ = false;
+  int next_sub_block_ = 0;    // Denoise: the sub-block, and whether by the sub-block alone
+  bool next_sub_only_ = false;
   int64_t forwards_ = 0;
   bool done_ = false;
   bool stopped_ = false;
@@ -100,6 +112,9 @@ class Generation {
   std::vector<int32_t> top2_index_;  // greedy forwards: [rows, 2] (ops::lm_head_top2)
   std::vector<float> top2_prob_;
   std::mt19937_64 rng_;
+  std::unique_ptr<DeviceDecisions> device_;  // decisions on the device (null: on the host)
+  std::vector<int32_t> device_state_;        // the block's state as the host puts it there
+  int32_t device_forwards_ = 0;              // the device's forward count at its last result
 };
 
 }  // namespace fastdllm

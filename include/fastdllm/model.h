@@ -94,13 +94,30 @@ class Model {
   void forward_candidates(const ForwardArgs& args, const ops::SamplingOptions& options, SamplingCandidates* out);
   static constexpr int64_t kCandidatePrefix = 1024;
 
+  // Denoising forwards whose threshold decisions stay on the model's device
+  // (ops/denoise_rule.h; the decode loop in runtime/generation.cc uses them).
+  // denoise_begin puts a block's state (denoise header, block tokens, page
+  // table; the header's `go` names the forward to run) and that forward's step
+  // inputs on the device. Each denoise_launch queues one forward of `kind` (the
+  // lm_head's greedy top-2 for the sub-block's positions) that runs only if the
+  // device's state names that kind when it is reached, then the decisions
+  // (ops::denoise_decide), then a copy of the header and block tokens into
+  // `result` (denoise::kHeaderWords + block words of host memory, page-locked
+  // on a GPU), complete once `event` has been waited for (on the CPU at once).
+  // The first launch after a begin must be of the kind it names. Speculative
+  // launches, queued before the host has read the previous result, replay
+  // captured graphs only and return false (queueing nothing) where there is
+  // none, or when another owner's state has been put on the device since.
+  void denoise_begin(const void* owner, const int32_t* state, const PagePool* pool);
+  bool denoise_launch(const void* owner, int32_t kind, bool speculative, int32_t* result, void* event);
+
   // On CUDA, forwards without a mask replay captured graphs (runtime/graph_cache.h;
   // FASTDLLM_CUDA_GRAPHS=0 turns them off): how many ran eagerly, were captured,
   // were replayed. All zero on the CPU.
   struct GraphRuns {
-    int64_t eager = 0, captured = 0, replayed = 0;
+    int64_t eager = 0, captured = 0, replayed = 0, speculative = 0;
   };
-  GraphRuns graph_runs() const { return {graph_runs_[0], graph_runs_[1], graph_runs_[2]}; }
+  GraphRuns graph_runs() const { return {graph_runs_[0], graph_runs_[1], graph_runs_[2], graph_runs_[3]}; }
 
  private:
   struct Layer {
@@ -148,8 +165,16 @@ class Model {
   std::unique_ptr<StepInputs> step_;
   std::vector<int32_t> top2_host_;  // the greedy results as they come down from a GPU
   std::unique_ptr<GraphCache> graphs_;  // CUDA only
-  uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_ move
-  int64_t graph_runs_[3] = {0, 0, 0};
+  uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_/denoise_state_ move
+  uint64_t graph_epoch() const;
+  int64_t graph_runs_[4] = {0, 0, 0, 0};
+  // Device decisions: the state on the device, whose it is, its shape
+  // (the header as begun) and the pool the forwards write to.
+  Buffer denoise_state_;
+  const void* denoise_owner_ = nullptr;
+  std::vector<int32_t> denoise_header_;
+  const PagePool* denoise_pool_ = nullptr;
+  bool guarded_graphs_failed_ = false;  // the driver refused a conditional graph: launches stay eager
 };
 
 }  // namespace fastdllm

@@ -111,5 +111,19 @@ struct SamplingOptions {
 void sampling_candidates(const TensorView& logits, const SamplingOptions& options, const TensorView& stats,
                          const TensorView& count, const TensorView& candidates);
 
+// The threshold decisions of one denoising forward on the device that ran it
+// (ops/denoise_rule.h): state I32 [denoise::state_words(block, pages)] holds the
+// block; index I32 / prob F32 [rows, 2] are the forward's top-2 for the
+// sub-block's positions (rows >= sub); ran is the forward's kind
+// (denoise::kFull / kSub). Unmasks, finds what comes next and, when that is
+// another denoising forward, writes its step inputs to staging I32 (at least
+// denoise::step_inputs_len long for either kind) and names it in the state's
+// `go`. The shape arguments repeat the header's, which a GPU cannot check.
+struct DenoiseShape {
+  int block = 0, sub = 0, pages = 0, rows_full = 0, rows_sub = 0;
+};
+void denoise_decide(const TensorView& state, const TensorView& index, const TensorView& prob,
+                    const TensorView& staging, const DenoiseShape& shape, int32_t ran);
+
 }  // namespace ops
 }  // namespace fastdllm
