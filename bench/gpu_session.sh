@@ -49,7 +49,7 @@ tests() {
 sanitize() {
   # Out-of-bounds and misaligned accesses of every kernel on odd shapes (slow: small cases only).
   compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -m cuda -p no:cacheprovider -x \
-    tests/test_cuda.py -k "37 or gather or (engine_token_exact_vs_cpu and bs0) or sampling_engine or come_down" 2>&1 |
+    tests/test_cuda.py -k "37 or gather or (engine_token_exact_vs_cpu and bs0) or sampling_engine or come_down or device_decisions" 2>&1 |
     tee "$OUT/gpu_memcheck.log" || true
 }
 

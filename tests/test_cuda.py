@@ -165,9 +165,46 @@ def test_cuda_graphs_replay_token_exact(fp32_dir, monkeypatch):
     monkeypatch.setenv("FASTDLLM_CUDA_GRAPHS", "0")
     plain = fastdllm_rt.Engine(fp32_dir, device="cuda")
     without = plain.generate_ids(prompt, **kw)
-    assert plain.model.graph_runs == {"eager": 0, "captured": 0, "replayed": 0}
+    assert plain.model.graph_runs == {"eager": 0, "captured": 0, "replayed": 0, "speculative": 0}
     for r in (with_graphs, without):
         assert r.token_ids == cpu.token_ids and r.num_forwards == cpu.num_forwards
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("block_cache", [False, True])
+def test_device_decisions_step_for_step(tmp_path, dtype, block_cache):
+    """Greedy decoding on a GPU decides on the device by default: guarded
+    graphs queued ahead of the host (runtime/device_decisions.h). After every
+    step the tokens equal those of the host-decided loop on the same GPU, and the
+    result equals the CPU engine's (fp32)."""
+    cfg = make_config(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                      intermediate_size=256, vocab_size=512, mask_token_id=511)
+    path = write_model(str(tmp_path), cfg, seed=9, dtype=getattr(torch, dtype))
+    gpu = fastdllm_rt.Engine(path, device="cuda")
+    for bs, plen in (((32, 8), 21), ((16, 4), 40), ((32, 32), 7)):
+        prompt = RNG.integers(0, 500, plen).tolist()
+        p = [_C.GenerationParams() for _ in range(2)]
+        for q, dd in zip(p, (0, -1)):
+            q.max_new_tokens, q.block_size, q.sub_block_size = 3 * bs[0], bs[0], bs[1]
+            q.threshold, q.use_block_cache, q.mask_id, q.stop_id, q.device_decisions = 0.7, block_cache, 511, 2, dd
+        host, dev = (_C.Generation(gpu.model, gpu.pool, prompt, q) for q in p)
+        assert dev.decisions_on_device and not host.decisions_on_device
+        while True:
+            a, b = host.step(), dev.step()
+            assert a == b
+            if not a:
+                break
+            assert dev.tokens == host.tokens and dev.last_step == host.last_step
+        assert dev.output == host.output and dev.num_forwards == host.num_forwards
+    runs = gpu.model.graph_runs
+    assert runs["speculative"] > 0 and runs["replayed"] > 0, runs
+    if dtype == "float32":
+        kw = dict(max_new_tokens=64, block_size=32, sub_block_size=8, threshold=0.7, use_block_cache=block_cache,
+                  stop_token_id=2)
+        prompt = RNG.integers(0, 500, 30).tolist()
+        a = fastdllm_rt.Engine(path).generate_ids(prompt, **kw)
+        b = gpu.generate_ids(prompt, **kw)
+        assert b.token_ids == a.token_ids and b.num_forwards == a.num_forwards
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -654,6 +654,7 @@ PYBIND11_MODULE(_C, m) {
         d["eager"] = r.eager;
         d["captured"] = r.captured;
         d["replayed"] = r.replayed;
+        d["speculative"] = r.speculative;  // device decisions' launches queued ahead (runtime/device_decisions.h)
         return d;
       })
       .def("forward_top2", &model_forward_top2, py::arg("tokens"), py::arg("positions"), py::arg("cache"),

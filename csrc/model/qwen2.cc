@@ -476,7 +476,7 @@ bool Model::denoise_launch(const void* owner, int32_t kind, bool speculative, in
   key.n = n;
   key.n_logits = nl;
   key.output = 3;
-  key.variant = kind;
+  key.variant = kind | h.sub << 8;  // the decide kernel's scratch is sized by S, which n_logits may not tell
   key.pool = denoise_pool_->layer(0, nullptr, 0).base;
   key.pages = h.pages;
   if (speculative) {
@@ -492,8 +492,7 @@ bool Model::denoise_launch(const void* owner, int32_t kind, bool speculative, in
       ++graph_runs_[0];
     }
   } else {
-    body();
-    ++graph_runs_[0];
+    body();  // FASTDLLM_CUDA_GRAPHS=0: host-paced, as every other forward
   }
   cuda::download_async(result, state, result_bytes);
   cuda::event_record(event);

@@ -34,7 +34,7 @@ struct GraphKey {
   int output = 0;         // 0: logits, 1: greedy top-2, 2: sampling candidates, 3: top-2 + device decisions
   float temperature = 0.f, top_p = 0.f;  // sampling candidates: the kernel's arguments
   int top_k = 0, exclude = -1;
-  int variant = 0;        // output 3 (greedy + device decisions): the forward kind (ops/denoise_rule.h)
+  int variant = 0;        // output 3 (greedy + device decisions): forward kind | sub-block size << 8
   const void* pool = nullptr;  // the KV pages' storage the launches point into
   int64_t pages = 0;      // page-table capacity the forward was laid out for
 
