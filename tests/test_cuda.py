@@ -249,6 +249,31 @@ def test_bf16_operands(rows):
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3 * np.sqrt(1536))
 
 
+@pytest.mark.parametrize("rows", [1, 37])
+def test_f16_operands(rows):
+    """fp16 models: norm, SiLU*mul and attention write the fp16 GEMM operand on
+    the GPU (the fp32 result rounded to nearest), which the fp16 GEMMs take as is."""
+    def f16(a):
+        return a.view(np.float16).astype(np.float32)
+
+    x, w, gu = randn(rows, 1536), randn(1536), randn(rows, 2 * 8960)
+    for dev_out, cpu_out in ((ops.rms_norm(x, w, 1e-6, out_dtype="float16", device="cuda"), ops.rms_norm(x, w, 1e-6)),
+                             (ops.silu_mul(gu, out_dtype="float16", device="cuda"), ops.silu_mul(gu))):
+        np.testing.assert_allclose(f16(dev_out), cpu_out.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-6)
+    pool = _C.PagePool(1, 2, 128, 16, 40, device="cuda")
+    table = _C.PageTable(pool)
+    table.reserve_tokens(544)
+    q, k, v = randn(rows, 12, 128), randn(544, 2, 128), randn(544, 2, 128)
+    a = ops.paged_attention(q, k, v, pool, list(table.pages), 0.088, out_dtype="float16")
+    b = ops.paged_attention(q, k, v, pool, list(table.pages), 0.088)
+    np.testing.assert_allclose(f16(a).reshape(rows, -1), b.reshape(rows, -1).astype(np.float16).astype(np.float32), rtol=2e-3, atol=1e-5)
+    h = ops.rms_norm(x, w, 1e-6, out_dtype="float16", device="cuda")
+    wl, r = randn(2048, 1536).astype(np.float16), randn(rows, 2048)
+    gpu = ops.linear(h, wl, residual=r, weight_dtype="float16", x_dtype="float16", device="cuda")
+    ref = f16(h) @ wl.astype(np.float32).T + r
+    np.testing.assert_allclose(gpu, ref, rtol=1e-3, atol=1e-3 * np.sqrt(1536))
+
+
 def test_sampling_engine_on_the_device(fp32_dir):
     """Sampling forwards bring only the candidates down; decoding is seeded, never
     draws the mask token, and replays its graphs (the sampling options are part

@@ -193,7 +193,12 @@ def test_gemm_operands_in_bf16(isa, rows):
     a16 = ops.paged_attention(q, k, v, pool, list(table.pages), 0.3, out_dtype="bfloat16")
     np.testing.assert_array_equal(bf16_bits_to_f32(a16), torch.from_numpy(a32).bfloat16().float().numpy())
     with pytest.raises(ValueError, match="out_dtype must be"):
-        ops.silu_mul(gu, out_dtype="float16")
+        ops.silu_mul(gu, out_dtype="int8")
+    # fp16 operands are a CUDA form: the CPU's GEMMs take fp32 activations with fp16 weights
+    for call in (lambda: ops.silu_mul(gu, out_dtype="float16"), lambda: ops.rms_norm(x, w, 1e-6, out_dtype="float16"),
+                 lambda: ops.paged_attention(q, k, v, pool, list(table.pages), 0.3, out_dtype="float16")):
+        with pytest.raises(ValueError, match=r"'out' must be float32 or bfloat16 \(or float16 on cuda\)"):
+            call()
     with pytest.raises(ValueError, match="linear: 'x' must be float32 or bfloat16"):
         ops.linear(x.astype(np.float16), wl)
 

@@ -28,11 +28,14 @@ __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(
 // Stores of fp32 results as the output dtype (bf16: round to nearest even).
 __device__ __forceinline__ void store_as(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_as(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+__device__ __forceinline__ void store_as(__half* p, float v) { *p = __float2half_rn(v); }
 
-// Calls f with a value of the activation type for float32 or bfloat16.
+// Calls f with a value of the activation type: float32, or the bfloat16 / float16
+// rounding that a producer writes for a GEMM of that weight type.
 template <class F>
 void by_act_dtype(DType t, F&& f) {
   if (t == DType::BF16) f(__nv_bfloat16{});
+  else if (t == DType::F16) f(__half{});
   else f(float{});
 }
 

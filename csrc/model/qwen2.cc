@@ -525,10 +525,12 @@ void Model::encode(const ForwardArgs& a, const Arena& ar, const int32_t* in, con
   const int64_t nq = int64_t(c.num_heads) * hd, nkv = int64_t(c.num_kv_heads) * hd, qkv = nq + 2 * nkv;
   const int64_t nl = st.n_logits;  // >= a.n_logits on a GPU (bucketed)
   auto view = [&](float* p, std::initializer_list<int64_t> dims) { return TensorView(p, DType::F32, dims, device_); };
-  // On a GPU with bf16 weights the GEMM inputs that a norm or SiLU*mul produces
-  // are written as bf16 (the rounding the GEMM applies anyway), so no conversion
-  // pass runs before those GEMMs; the CPU kernels take fp32.
-  const DType operand = device_ != Device::CPU && weight_dtype_ == DType::BF16 ? DType::BF16 : DType::F32;
+  // On a GPU with half weights the GEMM inputs that a norm, SiLU*mul or the
+  // attention merge produces are written in the weight type (the rounding the
+  // GEMM applies anyway), so no conversion pass runs before those GEMMs; the CPU
+  // kernels take fp32.
+  const bool half = weight_dtype_ == DType::BF16 || weight_dtype_ == DType::F16;
+  const DType operand = device_ != Device::CPU && half ? weight_dtype_ : DType::F32;
   auto operand_view = [&](float* p, std::initializer_list<int64_t> dims) {
     return TensorView(p, operand, dims, device_);
   };

@@ -27,10 +27,12 @@ void expect_dtype(const TensorView& t, const char* op, const char* name, DType d
   FDL_CHECK(t.dtype == d, op, ": '", name, "' must be ", dtype_name(d), ", got ", t.describe());
 }
 
-// Activations handed to a GEMM may be float32 or their bfloat16 rounding.
+// Activations handed to a GEMM may be float32 or their rounding to the GEMM's
+// half type: bfloat16 on either backend, float16 on CUDA (the CPU's GEMMs take
+// fp16 weights with fp32 activations, so nothing there produces fp16 ones).
 void expect_operand(const TensorView& t, const char* op, const char* name) {
-  FDL_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, op, ": '", name,
-            "' must be float32 or bfloat16, got ", t.describe());
+  FDL_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16 || (t.dtype == DType::F16 && t.device == Device::CUDA),
+            op, ": '", name, "' must be float32 or bfloat16 (or float16 on cuda), got ", t.describe());
 }
 
 void same_device(const TensorView& a, const TensorView& b, const char* op) {
