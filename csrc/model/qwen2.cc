@@ -434,7 +434,7 @@ void Model::denoise_begin(const void* owner, const int32_t* state, const PagePoo
 }
 
 bool Model::denoise_launch(const void* owner, int32_t kind, bool speculative, int32_t* result, void* event) {
-  FDL_CHECK(owner && owner == denoise_owner_ || speculative, "denoise_launch: no denoise_begin for this caller");
+  FDL_CHECK((owner && owner == denoise_owner_) || speculative, "denoise_launch: no denoise_begin for this caller");
   if (owner != denoise_owner_) return false;
   FDL_CHECK(kind == denoise::kFull || kind == denoise::kSub, "denoise_launch: kind must be kFull or kSub, got ", kind);
   const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(denoise_header_.data());
