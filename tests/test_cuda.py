@@ -207,6 +207,20 @@ def test_device_decisions_step_for_step(tmp_path, dtype, block_cache):
         assert b.token_ids == a.token_ids and b.num_forwards == a.num_forwards
 
 
+def test_device_decisions_without_graphs(fp32_dir, monkeypatch):
+    """FASTDLLM_CUDA_GRAPHS=0: the decide kernel still runs after every forward,
+    launched eagerly and host-paced (nothing is queued ahead without graphs)."""
+    kw = dict(max_new_tokens=64, block_size=16, sub_block_size=4, threshold=0.7, use_block_cache=True,
+              stop_token_id=2)
+    prompt = RNG.integers(0, 500, 23).tolist()
+    cpu = fastdllm_rt.Engine(fp32_dir).generate_ids(prompt, **kw)
+    monkeypatch.setenv("FASTDLLM_CUDA_GRAPHS", "0")
+    gpu = fastdllm_rt.Engine(fp32_dir, device="cuda")
+    res = gpu.generate_ids(prompt, **kw)
+    assert res.token_ids == cpu.token_ids and res.num_forwards == cpu.num_forwards
+    assert gpu.model.graph_runs == {"eager": 0, "captured": 0, "replayed": 0, "speculative": 0}
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_engine_graphs_match_eager(tmp_path, monkeypatch, dtype):
     """bf16 / fp16 weights take the CUTLASS GEMMs of their type (small-M stream-K

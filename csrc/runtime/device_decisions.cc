@@ -1,5 +1,10 @@
 #include "runtime/device_decisions.h"
 
+#include <algorithm>
+#include <iterator>
+#include <memory>
+#include <mutex>
+
 #include "core/cuda_runtime.h"
 #include "fastdllm/error.h"
 #include "ops/denoise_rule.h"
@@ -10,6 +15,48 @@ namespace {
 int64_t slot_words(int block) { return denoise::kHeaderWords + block; }
 }  // namespace
 
+// Page-locked result slots and their events outlive a generation and serve the
+// next one: cudaHostAlloc is a slow driver call that a batch of prompts would
+// otherwise pay per prompt. Never freed (at exit the CUDA context may be gone).
+struct DeviceDecisions::HostSlots {
+  int32_t* results = nullptr;
+  size_t words = 0;
+  void* events[kSlots] = {};
+};
+
+namespace {
+std::mutex g_slots_mutex;
+std::vector<DeviceDecisions::HostSlots*>& free_slots() {
+  static auto* v = new std::vector<DeviceDecisions::HostSlots*>();
+  return *v;
+}
+}  // namespace
+
+DeviceDecisions::HostSlots* DeviceDecisions::acquire_slots(size_t words) {
+  {
+    std::lock_guard<std::mutex> lock(g_slots_mutex);
+    auto& pool = free_slots();
+    for (size_t i = 0; i < pool.size(); ++i)
+      if (pool[i]->words >= words) {
+        HostSlots* s = pool[i];
+        pool.erase(pool.begin() + std::ptrdiff_t(i));
+        return s;
+      }
+  }
+  auto s = std::make_unique<HostSlots>();
+  s->words = words;
+  s->results = static_cast<int32_t*>(cuda::host_alloc(words * 4));
+  try {
+    for (void*& e : s->events) e = cuda::event_create();
+  } catch (...) {
+    for (void* e : s->events)
+      if (e) cuda::event_destroy(e);
+    cuda::host_free(s->results);
+    throw;
+  }
+  return s.release();
+}
+
 DeviceDecisions::DeviceDecisions(Model& model, int block, bool use_block_cache)
     : model_(model), block_(block), use_block_cache_(use_block_cache) {
   const size_t words = size_t(kSlots * slot_words(block));
@@ -18,15 +65,9 @@ DeviceDecisions::DeviceDecisions(Model& model, int block, bool use_block_cache)
     results_ = host_results_.data();
     return;
   }
-  results_ = static_cast<int32_t*>(cuda::host_alloc(words * 4));
-  try {
-    for (void*& e : events_) e = cuda::event_create();
-  } catch (...) {
-    for (void* e : events_)
-      if (e) cuda::event_destroy(e);
-    cuda::host_free(results_);
-    throw;
-  }
+  slots_ = acquire_slots(words);
+  results_ = slots_->results;
+  std::copy(std::begin(slots_->events), std::end(slots_->events), std::begin(events_));
 }
 
 DeviceDecisions::~DeviceDecisions() {
@@ -34,9 +75,10 @@ DeviceDecisions::~DeviceDecisions() {
     drain();
   } catch (...) {  // a failed kernel was reported to whoever waited last; nothing to add here
   }
-  if (model_.device() == Device::CPU) return;
-  for (void* e : events_) cuda::event_destroy(e);
-  cuda::host_free(results_);
+  if (slots_) {
+    std::lock_guard<std::mutex> lock(g_slots_mutex);
+    free_slots().push_back(slots_);
+  }
 }
 
 void DeviceDecisions::drain() {

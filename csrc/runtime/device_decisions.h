@@ -37,6 +37,8 @@ class DeviceDecisions {
   void drain();
 
   static constexpr int kAhead = 2;
+  static constexpr int kSlots = kAhead + 2;
+  struct HostSlots;
 
  private:
   struct Launch {
@@ -49,8 +51,9 @@ class DeviceDecisions {
   Model& model_;
   int block_;
   bool use_block_cache_;
-  static constexpr int kSlots = kAhead + 2;
-  int32_t* results_ = nullptr;  // [kSlots, kHeaderWords + block]; page-locked on a GPU
+  static HostSlots* acquire_slots(size_t words);
+  HostSlots* slots_ = nullptr;  // GPU: page-locked results and events, recycled
+  int32_t* results_ = nullptr;  // [kSlots, kHeaderWords + block]
   std::vector<int32_t> host_results_;
   void* events_[kSlots] = {};
   int next_slot_ = 0;
