@@ -3,10 +3,6 @@
 #include "fastdllm/error.h"
 
 #ifdef FASTDLLM_WITH_CUDA
-#include "cuda/cuda_kernels.h"
-#endif
-
-#ifdef FASTDLLM_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
 
@@ -102,7 +98,7 @@ void graph_destroy(void* exec) { cudaGraphExecDestroy(static_cast<cudaGraphExec_
 // graph = arm kernel -> IF(condition) { body }. Both parts are captured from
 // stream() into graphs built here (cudaStreamBeginCaptureToGraph), the body
 // into the IF node's own body graph.
-void* graph_capture_if(const int32_t* flag, int32_t value, const std::function<void()>& body) {
+void* graph_capture_if(const std::function<void(uint64_t)>& arm, const std::function<void()>& body) {
   const auto s = static_cast<cudaStream_t>(stream_handle());
   cudaGraph_t graph = nullptr;
   check(cudaGraphCreate(&graph, 0), "cudaGraphCreate");
@@ -120,7 +116,7 @@ void* graph_capture_if(const int32_t* flag, int32_t value, const std::function<v
     cudaGraphConditionalHandle handle{};
     check(cudaGraphConditionalHandleCreate(&handle, graph, 0, cudaGraphCondAssignDefault),
           "cudaGraphConditionalHandleCreate");
-    capture(graph, nullptr, 0, [&] { graph_arm(uint64_t(handle), flag, value); });
+    capture(graph, nullptr, 0, [&] { arm(uint64_t(handle)); });
     cudaGraphNode_t arm = nullptr;
     size_t n_nodes = 1;
     check(cudaGraphGetNodes(graph, &arm, &n_nodes), "cudaGraphGetNodes");
@@ -209,7 +205,7 @@ void synchronize() {}
 void* graph_capture(const std::function<void()>&) { throw InvalidArgument("built without the CUDA backend"); }
 void graph_launch(void*) {}
 void graph_destroy(void*) {}
-void* graph_capture_if(const int32_t*, int32_t, const std::function<void()>&) {
+void* graph_capture_if(const std::function<void(uint64_t)>&, const std::function<void()>&) {
   throw InvalidArgument("built without the CUDA backend");
 }
 void* host_alloc(size_t) { throw InvalidArgument("built without the CUDA backend"); }

@@ -54,11 +54,12 @@ CachingAllocator& device_allocator();
 // executable graph; launch queues it on stream(). Handles are cudaGraphExec_t.
 void* graph_capture(const std::function<void()>& body);
 void graph_launch(void* exec);
-// A guarded graph: its body runs only if *flag == value when the launch reaches
-// it (an arm kernel sets an IF node's condition from device memory that earlier
-// work on the stream wrote), so the host can queue a forward before it knows
-// whether the forward is needed. Needs CUDA 12.4+ drivers (conditional nodes).
-void* graph_capture_if(const int32_t* flag, int32_t value, const std::function<void()>& body);
+// A guarded graph: arm's launches come first and set an IF node's condition (a
+// cudaGraphConditionalHandle, passed to arm) from device memory, e.g. with
+// ops::set_graph_condition; body's launches run only when it is non-zero. So the
+// host can queue work before it knows whether the work is needed. Needs CUDA
+// 12.4+ drivers (conditional nodes).
+void* graph_capture_if(const std::function<void(uint64_t condition)>& arm, const std::function<void()>& body);
 void graph_destroy(void* exec);
 
 // Page-locked host memory, which asynchronous downloads need to be truly

@@ -45,8 +45,7 @@ void sampling_candidates(const float* logits, int64_t rows, int64_t vocab, float
 // ops::denoise_decide; sub: the sub-block size (scratch for the rule).
 void denoise_decide(int32_t* state, const int32_t* index, const float* prob, int32_t* staging, int32_t ran, int sub);
 
-// Sets a graph's IF condition (a cudaGraphConditionalHandle) to *flag == value;
-// the first node of a guarded graph (core/cuda_runtime.h graph_capture_if).
-void graph_arm(uint64_t handle, const int32_t* flag, int32_t value);
+// ops::set_graph_condition.
+void set_graph_condition(uint64_t condition, const int32_t* flag, int32_t value);
 
 }  // namespace fastdllm::cuda

@@ -34,8 +34,9 @@ struct GuardedCaptureFailed : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 void* capture_guarded(const int32_t* flag, int32_t value, const std::function<void()>& body) {
+  const TensorView f(const_cast<int32_t*>(flag), DType::I32, {1}, Device::CUDA);
   try {
-    return cuda::graph_capture_if(flag, value, body);
+    return cuda::graph_capture_if([&](uint64_t condition) { ops::set_graph_condition(condition, f, value); }, body);
   } catch (const std::exception& e) {
     throw GuardedCaptureFailed(e.what());
   }

@@ -43,6 +43,7 @@ static KernelTable make_cuda_table() {
   t.lm_head_top2 = cuda::lm_head_top2;
   t.sampling_candidates = cuda::sampling_candidates;
   t.denoise_decide = cuda::denoise_decide;
+  t.set_graph_condition = cuda::set_graph_condition;
   t.gather_rows = cuda::gather_rows;
 #endif
   return t;  // without the CUDA build every entry stays null: "not implemented for device cuda"

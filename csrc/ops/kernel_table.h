@@ -27,6 +27,7 @@ struct KernelTable {
   void (*sampling_candidates)(const float*, int64_t, int64_t, float, float, int, int32_t, float*, int32_t*,
                               int32_t*) = nullptr;
   void (*denoise_decide)(int32_t*, const int32_t*, const float*, int32_t*, int32_t, int) = nullptr;
+  void (*set_graph_condition)(uint64_t, const int32_t*, int32_t) = nullptr;
 };
 
 const KernelTable& kernels(Device device);

@@ -361,6 +361,13 @@ void denoise_decide(const TensorView& state, const TensorView& index, const Tens
                                                                prob.ptr<float>(), staging.ptr<int32_t>(), ran, d.sub);
 }
 
+void set_graph_condition(uint64_t condition, const TensorView& flag, int32_t value) {
+  const char* op = "set_graph_condition";
+  expect_dtype(flag, op, "flag", DType::I32);
+  FDL_CHECK(flag.numel() >= 1, op, ": flag is empty");
+  need(kernels(flag.device).set_graph_condition, op, flag.device)(condition, flag.ptr<int32_t>(), value);
+}
+
 void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out) {
   const char* op = "gather_rows";
   expect(x, op, "x", 2);

@@ -49,7 +49,8 @@ class GraphCache {
     std::function<void*(const std::function<void()>& body)> capture;  // body's launches -> an executable graph
     std::function<void(void*)> launch;
     std::function<void(void*)> destroy;
-    // A guarded graph: body runs only if *flag == value at launch (cuda::graph_capture_if).
+    // A guarded graph: body runs only if *flag == value at launch (cuda::graph_capture_if
+    // with ops::set_graph_condition first).
     std::function<void*(const int32_t* flag, int32_t value, const std::function<void()>& body)> capture_if;
   };
   // Keys run with a guard are captured guarded; their eager first run is the

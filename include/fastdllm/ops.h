@@ -125,5 +125,10 @@ struct DenoiseShape {
 void denoise_decide(const TensorView& state, const TensorView& index, const TensorView& prob,
                     const TensorView& staging, const DenoiseShape& shape, int32_t ran);
 
+// The first node of a guarded CUDA graph (cuda::graph_capture_if): sets the
+// graph's IF condition (a cudaGraphConditionalHandle) to flag[0] == value,
+// flag I32 on the device. CUDA only.
+void set_graph_condition(uint64_t condition, const TensorView& flag, int32_t value);
+
 }  // namespace ops
 }  // namespace fastdllm

@@ -1,6 +1,6 @@
 // The decisions of a denoising forward, on the GPU that ran it
-// (ops::denoise_decide, the rule in ops/denoise_rule.h), and the arm kernel of
-// a guarded graph (core/cuda_runtime.h graph_capture_if).
+// (ops::denoise_decide, the rule in ops/denoise_rule.h), and the first node of
+// a guarded graph (ops::set_graph_condition; core/cuda_runtime.h graph_capture_if).
 //
 // decide: one block. Thread 0 applies the rule to the block (S top-2 results,
 // B tokens: a few hundred loads, ~2-4 us); then all threads write the next
@@ -34,8 +34,8 @@ __global__ void __launch_bounds__(kThreads) denoise_decide_kernel(int32_t* state
   for (int64_t i = threadIdx.x; i < len; i += kThreads) staging[i] = denoise::step_input(h, blk, table, go, i);
 }
 
-__global__ void graph_arm_kernel(cudaGraphConditionalHandle handle, const int32_t* flag, int32_t value) {
-  cudaGraphSetConditional(handle, *flag == value ? 1u : 0u);
+__global__ void set_condition_kernel(cudaGraphConditionalHandle condition, const int32_t* flag, int32_t value) {
+  cudaGraphSetConditional(condition, *flag == value ? 1u : 0u);
 }
 
 }  // namespace
@@ -46,9 +46,9 @@ void denoise_decide(int32_t* state, const int32_t* index, const float* prob, int
   check_launch("denoise_decide");
 }
 
-void graph_arm(uint64_t handle, const int32_t* flag, int32_t value) {
-  graph_arm_kernel<<<1, 1, 0, stream()>>>(cudaGraphConditionalHandle(handle), flag, value);
-  check_launch("graph_arm");
+void set_graph_condition(uint64_t condition, const int32_t* flag, int32_t value) {
+  set_condition_kernel<<<1, 1, 0, stream()>>>(cudaGraphConditionalHandle(condition), flag, value);
+  check_launch("set_graph_condition");
 }
 
 }  // namespace fastdllm::cuda
