@@ -545,6 +545,14 @@ PYBIND11_MODULE(_C, m) {
   // returns a handle; launches and destroys are counted), for tests in CI.
   struct GraphCacheProbe {
     int64_t captures = 0, guarded_captures = 0, launches = 0, destroys = 0, body_runs = 0, next = 1;
+    static GraphKey key(int64_t n, int64_t n_logits, int output, int64_t pages) {
+      GraphKey k;
+      k.n = n;
+      k.n_logits = n_logits;
+      k.output = output;
+      k.pages = pages;
+      return k;
+    }
     GraphCache cache;
     explicit GraphCacheProbe(size_t max_entries)
         : cache(GraphCache::Backend{[this](const std::function<void()>& body) -> void* {
@@ -564,11 +572,7 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<size_t>(), py::arg("max_entries"))
       .def("run", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, bool top2, int64_t pages, uint64_t epoch,
                      bool guarded) {
-        GraphKey k;
-        k.n = n;
-        k.n_logits = n_logits;
-        k.output = guarded ? 3 : top2 ? 1 : 0;
-        k.pages = pages;
+        const GraphKey k = GraphCacheProbe::key(n, n_logits, guarded ? 3 : top2 ? 1 : 0, pages);
         static const int32_t flag = 1;
         const GraphCache::Guard guard{&flag, 1};
         const auto r = g.cache.run(k, epoch, [&g] { ++g.body_runs; }, guarded ? &guard : nullptr);
@@ -576,12 +580,7 @@ PYBIND11_MODULE(_C, m) {
       }, py::arg("n"), py::arg("n_logits"), py::arg("top2"), py::arg("pages"), py::arg("epoch") = 0,
          py::arg("guarded") = false)
       .def("replay", [](GraphCacheProbe& g, int64_t n, int64_t n_logits, int64_t pages, uint64_t epoch) {
-        GraphKey k;
-        k.n = n;
-        k.n_logits = n_logits;
-        k.output = 3;
-        k.pages = pages;
-        return g.cache.replay(k, epoch);
+        return g.cache.replay(GraphCacheProbe::key(n, n_logits, 3, pages), epoch);
       }, py::arg("n"), py::arg("n_logits"), py::arg("pages"), py::arg("epoch") = 0)
       .def_property_readonly("size", [](const GraphCacheProbe& g) { return g.cache.size(); })
       .def_property_readonly("counts", [](const GraphCacheProbe& g) {
