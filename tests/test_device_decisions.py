@@ -16,24 +16,25 @@ ops = _C.ops
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 MASK, STOP = 330, 329
 FULL, SUB, NONE, COMMIT, STOPPED = 1, 2, 0, 3, 4
-HEADER = ["go", "forwards", "sub_block", "cache_valid", "next", "c", "pb_off", "mask_id", "stop_id",
+HEADER = ["go", "forwards", "sub_block", "cache_valid", "c", "pb_off", "mask_id", "stop_id",
           "use_block_cache", "threshold", "block", "sub", "pages", "rows_full", "rows_sub"]
 TIE = np.float32(1) - np.float32(1e-5)
 
 
 def make_state(h, blk, table):
-    words = np.zeros(16 + len(blk) + len(table), np.int32)
+    words = np.zeros(len(HEADER) + len(blk) + len(table), np.int32)
     for i, name in enumerate(HEADER):
         words[i] = np.float32(h[name]).view(np.int32) if name == "threshold" else h[name]
-    words[16:16 + len(blk)] = blk
-    words[16 + len(blk):] = table
+    words[len(HEADER):len(HEADER) + len(blk)] = blk
+    words[len(HEADER) + len(blk):] = table
     return words
 
 
 def read_state(words, block):
     h = {name: int(words[i]) for i, name in enumerate(HEADER)}
-    h["threshold"] = float(words[10:11].view(np.float32)[0])
-    return h, words[16:16 + block].copy()
+    t = HEADER.index("threshold")
+    h["threshold"] = float(words[t:t + 1].view(np.float32)[0])
+    return h, words[len(HEADER):len(HEADER) + block].copy()
 
 
 def ref_next(blk, h):
@@ -70,7 +71,7 @@ def ref_step_inputs(h, blk, table, kind):
 
 
 def ref_decide(state, index, prob, ran):
-    h, blk = read_state(state, state[11])
+    h, blk = read_state(state, state[HEADER.index("block")])
     lo, S = h["sub_block"] * h["sub"], h["sub"]
     pos = [j for j in range(lo, lo + S) if blk[j] == h["mask_id"]]
     tok, conf = [], []
@@ -88,12 +89,11 @@ def ref_decide(state, index, prob, ran):
         h["cache_valid"] = 1
     h["forwards"] += 1
     kind, s = ref_next(blk, h)
-    h["next"] = kind
     if kind in (FULL, SUB):
         h["sub_block"] = s
     h["go"] = kind if kind in (FULL, SUB) else NONE
-    table = state[16 + h["block"]:]
-    return make_state(h, blk, table), h["go"]
+    table = state[len(HEADER) + h["block"]:]
+    return make_state(h, blk, table), kind
 
 
 @pytest.mark.parametrize("block,sub,rows_full", [(32, 8, 8), (16, 4, 8), (12, 3, 3), (32, 32, 32)])
@@ -111,7 +111,7 @@ def test_decide_op_matches_the_rule(block, sub, rows_full, use_block_cache, devi
         sb = int(rng.integers(0, block // sub))
         blk[sb * sub + int(rng.integers(0, sub))] = MASK  # the forward's sub-block has a mask
         ran = int(rng.choice([FULL, SUB])) if use_block_cache else FULL
-        h = dict(go=ran, forwards=int(rng.integers(0, 5)), sub_block=sb, cache_valid=int(ran == SUB), next=ran,
+        h = dict(go=ran, forwards=int(rng.integers(0, 5)), sub_block=sb, cache_valid=int(ran == SUB),
                  c=int(rng.integers(0, 4)) * block, pb_off=int(rng.integers(0, block)), mask_id=MASK,
                  stop_id=STOP if trial % 3 else -1, use_block_cache=use_block_cache,
                  threshold=float(rng.choice([0.5, 0.9, 1.0])), block=block, sub=sub, pages=pages,
@@ -126,7 +126,8 @@ def test_decide_op_matches_the_rule(block, sub, rows_full, use_block_cache, devi
         staging_len = max(3 * block + rows_full, 3 * sub + sub) + pages + 3
         got_state, got_staging = ops.denoise_decide(state, index, prob, staging_len,
                                                     (block, sub, pages, rows_full, sub), ran, device=device)
-        want_state, go = ref_decide(state, index, prob, ran)
+        want_state, kind = ref_decide(state, index, prob, ran)
+        go = kind if kind in (FULL, SUB) else NONE
         np.testing.assert_array_equal(got_state, want_state)
         want_staging = np.full(staging_len, -7, np.int32)
         if go != NONE:
@@ -134,12 +135,12 @@ def test_decide_op_matches_the_rule(block, sub, rows_full, use_block_cache, devi
             seq = ref_step_inputs(h2, blk2, table, go)
             want_staging[:len(seq)] = seq
         np.testing.assert_array_equal(got_staging, want_staging)
-        seen.add(read_state(want_state, block)[0]["next"])
+        seen.add(kind)
     assert {FULL, COMMIT, STOPPED} <= seen  # the cases were reached
 
 
 def test_decide_op_rejects_bad_arguments():
-    state = make_state(dict(go=1, forwards=0, sub_block=0, cache_valid=0, next=1, c=0, pb_off=0, mask_id=MASK,
+    state = make_state(dict(go=1, forwards=0, sub_block=0, cache_valid=0, c=0, pb_off=0, mask_id=MASK,
                             stop_id=-1, use_block_cache=0, threshold=0.9, block=8, sub=4, pages=2,
                             rows_full=4, rows_sub=4), np.full(8, MASK, np.int32), np.zeros(2, np.int32))
     idx, prob = np.zeros((4, 2), np.int32), np.zeros((4, 2), np.float32)

@@ -303,6 +303,16 @@ Model::Arena Model::arena(int64_t n, int64_t nl) {
 
 uint64_t Model::graph_epoch() const { return (buffers_epoch_ << 32) ^ cuda::device_allocator().generation(); }
 
+// Everything a forward touches sits at addresses that stay fixed while the
+// shapes repeat; growth of any of these buffers moves them (a new epoch drops
+// the graphs that point into them).
+void Model::grow_buffers(const std::function<void()>& grow) {
+  const void* before[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
+  grow();
+  const void* after[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
+  if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
+}
+
 void Model::run(const ForwardArgs& a, const Output& out) {
   check_forward(a);
   if (denoise_owner_) {
@@ -319,26 +329,24 @@ void Model::run(const ForwardArgs& a, const Output& out) {
                    device_ == Device::CPU ? a.n_logits : plans::logit_rows_bucket(a.n_logits, n), step_.get());
   const int64_t nl = step_->n_logits;
 
-  // Everything a forward touches sits at addresses that stay fixed while the
-  // shapes repeat; growth of any of these buffers moves them (new epoch).
-  const void* before[] = {act_.data(), staging_.data(), logits_dev_.data()};
-  const Arena ar = arena(n, nl);
-  const int32_t* in = step_->data.data();
-  const uint8_t* mask = a.mask;
-  Output dev = out;
+  Arena ar;
   // logits_dev_: the greedy top-2 [nl, 4] | logits [nl, V] | with sampling on a
   // GPU, then stats [nl, 2] + count [nl] + candidates [nl, V, 2] (the CPU writes
   // those straight into the caller's buffers).
   const size_t cand_bytes = sampling && device_ != Device::CPU ? size_t(nl) * 12 + size_t(nl * V) * 8 : 0;
-  if (device_ != Device::CPU) {
-    const size_t ints = step_->data.size() * 4;
-    staging_.reserve(ints + (a.mask ? size_t(n * a.n_kv) : 0));
-    logits_dev_.reserve(top2 ? size_t(nl) * 16 : size_t(nl * V) * 4 + cand_bytes);
-  } else if (sampling) {
-    logits_dev_.reserve(size_t(nl * V) * 4);
-  }
-  const void* after[] = {act_.data(), staging_.data(), logits_dev_.data()};
-  if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
+  grow_buffers([&] {
+    ar = arena(n, nl);
+    if (device_ != Device::CPU) {
+      const size_t ints = step_->data.size() * 4;
+      staging_.reserve(ints + (a.mask ? size_t(n * a.n_kv) : 0));
+      logits_dev_.reserve(top2 ? size_t(nl) * 16 : size_t(nl * V) * 4 + cand_bytes);
+    } else if (sampling) {
+      logits_dev_.reserve(size_t(nl * V) * 4);
+    }
+  });
+  const int32_t* in = step_->data.data();
+  const uint8_t* mask = a.mask;
+  Output dev = out;
   if (device_ != Device::CPU) {
     int32_t* s32 = static_cast<int32_t*>(staging_.data());
     // One upload per forward, not waited for: the forward follows it on the stream.
@@ -411,16 +419,14 @@ void Model::denoise_begin(const void* owner, const int32_t* state, const PagePoo
             "denoise_begin: inconsistent denoise state (block ", h.block, ", sub ", h.sub, ", pages ", h.pages,
             ", go ", h.go, ")");
   const int64_t words = denoise::state_words(h.block, h.pages);
-  const int64_t staging_words =
-      std::max(3 * int64_t(h.block) + h.rows_full, 3 * int64_t(h.sub) + h.rows_sub) + h.pages;
+  const int64_t staging_words = denoise::max_step_inputs_len(h.block, h.sub, h.pages, h.rows_full, h.rows_sub);
   if (denoise_owner_ != owner && denoise_owner_ && device_ != Device::CPU) cuda::synchronize();
-  const void* before[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
-  arena(h.block, h.rows_full);  // the larger kind: speculative launches must not grow anything
-  staging_.reserve(size_t(staging_words) * 4);
-  logits_dev_.reserve(size_t(std::max(h.rows_full, h.rows_sub)) * 16);
-  denoise_state_.reserve(size_t(words) * 4);
-  const void* after[] = {act_.data(), staging_.data(), logits_dev_.data(), denoise_state_.data()};
-  if (!std::equal(std::begin(before), std::end(before), std::begin(after))) ++buffers_epoch_;
+  grow_buffers([&] {
+    arena(h.block, h.rows_full);  // the larger kind: speculative launches must not grow anything
+    staging_.reserve(size_t(staging_words) * 4);
+    logits_dev_.reserve(size_t(std::max(h.rows_full, h.rows_sub)) * 16);
+    denoise_state_.reserve(size_t(words) * 4);
+  });
   step_->data.resize(size_t(staging_words));
   denoise::write_step_inputs(state, h.go, step_->data.data());
   if (device_ != Device::CPU) {

@@ -9,7 +9,7 @@
 //   - the step inputs (model/step_inputs.h layout) of that next forward.
 //
 // On the device the block lives in one int32 array, the "denoise state":
-//   DenoiseHeader | block tokens [block] | page table [pages]
+//   DenoiseHeader (kHeaderWords) | block tokens [block] | page table [pages]
 // uploaded by the host before a launch it decides itself and updated by the
 // decide kernel after every forward that the device decided.
 #pragma once
@@ -38,7 +38,6 @@ struct DenoiseHeader {
   int32_t forwards;     // denoising forwards decided so far (a launch that left it unchanged was skipped)
   int32_t sub_block;    // the sub-block the next forward denoises
   int32_t cache_valid;  // the block cache holds the whole block's K/V
-  int32_t next;         // what the last decision found next (kFull .. kStop)
   int32_t c;            // tokens before the block: its first position
   int32_t pb_off;       // stop rule (A) scans the block from here (the prompt's tail precedes it)
   int32_t mask_id, stop_id;  // stop_id < 0: none
@@ -48,8 +47,8 @@ struct DenoiseHeader {
   int32_t pages;        // page-table entries (padded to the pool's capacity)
   int32_t rows_full, rows_sub;  // output rows of each kind (>= S: a GPU buckets them)
 };
-static_assert(sizeof(DenoiseHeader) == 16 * sizeof(int32_t), "the header is 16 words");
-constexpr int kHeaderWords = 16;
+constexpr int kHeaderWords = int(sizeof(DenoiseHeader) / sizeof(int32_t));
+static_assert(sizeof(DenoiseHeader) == 15 * sizeof(int32_t), "the header is 15 int32 words, no padding");
 
 FDL_DENOISE_HD inline int32_t* block_tokens(int32_t* state) { return state + kHeaderWords; }
 FDL_DENOISE_HD inline const int32_t* block_tokens(const int32_t* state) { return state + kHeaderWords; }
@@ -105,6 +104,13 @@ FDL_DENOISE_HD inline int first_best(int n, const float* conf) {
 }
 FDL_DENOISE_HD inline bool unmasks(float conf, float threshold, bool is_best) { return conf > threshold || is_best; }
 
+// Key limit of block query q in a whole-block denoising forward: the 32-granular
+// block-causal mask, capped at the block's end c + block.
+FDL_DENOISE_HD inline int32_t full_block_limit(int32_t c, int32_t block, int32_t q) {
+  const int32_t lim = ((c + q) / kMaskBlock + 1) * kMaskBlock;
+  return lim < c + block ? lim : c + block;
+}
+
 // Length and element i of the step inputs (model/step_inputs.h) of a forward
 // of `kind` on sub-block h.sub_block:
 //   kFull: the whole block at positions c .. c+B-1, key limits of the 32-granular
@@ -116,6 +122,11 @@ FDL_DENOISE_HD inline int64_t step_inputs_len(const DenoiseHeader& h, int32_t ki
   const int64_t n = kind == kFull ? h.block : h.sub;
   return 3 * n + (kind == kFull ? h.rows_full : h.rows_sub) + h.pages;
 }
+// Room for the step inputs of either kind (the staging both graphs read).
+FDL_DENOISE_HD inline int64_t max_step_inputs_len(int block, int sub, int pages, int rows_full, int rows_sub) {
+  const int64_t full = 3 * int64_t(block) + rows_full, part = 3 * int64_t(sub) + rows_sub;
+  return (full > part ? full : part) + pages;
+}
 FDL_DENOISE_HD inline int32_t step_input(const DenoiseHeader& h, const int32_t* blk, const int32_t* table,
                                          int32_t kind, int64_t i) {
   const bool full = kind == kFull;
@@ -124,13 +135,8 @@ FDL_DENOISE_HD inline int32_t step_input(const DenoiseHeader& h, const int32_t* 
   const int32_t first = full ? 0 : lo;          // block position of the forward's first token
   if (i < n) return blk[first + i];                               // tokens
   if (i < 2 * n) return h.c + first + int32_t(i - n);             // positions
-  if (i < 3 * n) {                                                // key limits
-    const int32_t end = h.c + h.block;
-    if (!full) return end;
-    const int32_t q = h.c + int32_t(i - 2 * n);
-    const int32_t lim = (q / kMaskBlock + 1) * kMaskBlock;
-    return lim < end ? lim : end;
-  }
+  if (i < 3 * n)                                                  // key limits
+    return full ? full_block_limit(h.c, h.block, int32_t(i - 2 * n)) : h.c + h.block;
   if (i < 3 * n + rows) {                                         // output rows
     const int32_t r = int32_t(i - 3 * n);
     return output_row(lo + (r < h.sub ? r : h.sub - 1), first);
@@ -174,7 +180,6 @@ FDL_DENOISE_HD inline int32_t decide(int32_t* state, const int32_t* index, const
   ++h.forwards;
   const Next nx = next_in_block(blk, h.block, h.sub, h.pb_off, h.mask_id, h.stop_id, h.use_block_cache != 0,
                                 h.cache_valid != 0);
-  h.next = nx.kind;
   if (nx.kind == kFull || nx.kind == kSub) h.sub_block = nx.sub_block;
   h.go = nx.kind == kFull || nx.kind == kSub ? nx.kind : kNone;
   return h.go;

@@ -343,7 +343,7 @@ void denoise_decide(const TensorView& state, const TensorView& index, const Tens
   const int64_t rows = ran == denoise::kFull ? d.rows_full : d.rows_sub;
   FDL_CHECK(index.shape[0] >= rows && index.shape[1] == 2 && prob.shape == index.shape, op,
             ": index and prob must be [>= ", rows, ", 2], got ", index.describe(), " and ", prob.describe());
-  const int64_t need_len = std::max(3 * int64_t(d.block) + d.rows_full, 3 * int64_t(d.sub) + d.rows_sub) + d.pages;
+  const int64_t need_len = denoise::max_step_inputs_len(d.block, d.sub, d.pages, d.rows_full, d.rows_sub);
   FDL_CHECK(staging.shape[0] >= need_len, op, ": staging must hold >= ", need_len, " words, got ",
             staging.describe());
   same_device(state, index, op);

@@ -103,6 +103,7 @@ void DeviceDecisions::start(const std::vector<int32_t>& state, const PagePool* p
   model_.denoise_begin(this, state.data(), pool);
   launch(state[0], false);  // the header's go
   chain_ = true;
+  forwards_ = reinterpret_cast<const denoise::DenoiseHeader*>(state.data())->forwards;
 }
 
 // Without the block cache every denoising forward is a whole-block one. With
@@ -125,8 +126,11 @@ DeviceDecisions::Result DeviceDecisions::next() {
   const int32_t* state = results_ + l.slot * slot_words(block_);
   // Every launch, run or skipped, brings the device's state back: once it names
   // no next forward the host has to act, and nothing more is queued.
-  if (state[0] == denoise::kNone) chain_ = false;
-  return {l.kind, state};
+  const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(state);
+  if (h.go == denoise::kNone) chain_ = false;
+  const bool ran = h.forwards != forwards_;  // a skipped launch leaves the count as it was
+  forwards_ = h.forwards;
+  return {l.kind, ran, state};
 }
 
 }  // namespace fastdllm

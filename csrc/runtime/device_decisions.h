@@ -30,6 +30,7 @@ class DeviceDecisions {
   bool busy() const { return !queue_.empty(); }
   struct Result {
     int32_t kind;         // the launch's kind (denoise::kFull / kSub)
+    bool ran;             // false: the device skipped it (not the forward its decisions named)
     const int32_t* state; // header + block tokens after it (valid until the next call)
   };
   // Tops the queue up, then waits for the oldest launch and returns its result.
@@ -59,6 +60,7 @@ class DeviceDecisions {
   int next_slot_ = 0;
   std::deque<Launch> queue_;
   bool chain_ = false;  // the device's last known state names a next forward
+  int32_t forwards_ = 0;  // the device's forward count at the last result (start() uploads 0)
 };
 
 }  // namespace fastdllm

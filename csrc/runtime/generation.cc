@@ -264,7 +264,7 @@ void Generation::denoise(int sb, bool sub_only) {
     tokens_.assign(x_.begin() + start, x_.end());
     limit_.resize(size_t(B));
     for (int64_t q = 0; q < B; ++q)
-      limit_[size_t(q)] = int32_t(std::min(c + B, ((c + q) / denoise::kMaskBlock + 1) * denoise::kMaskBlock));
+      limit_[size_t(q)] = denoise::full_block_limit(int32_t(c), int32_t(B), int32_t(q));
     for (int32_t j : masked) rows.push_back(denoise::output_row(j, 0));
     last_step_ = StepKind::Denoise;
     run_forward(tokens_, c, table_, c, c + B, &limit_, rows, sampling);
@@ -302,7 +302,6 @@ void Generation::denoise_on_device(int sb, bool sub_only) {
   h.forwards = 0;
   h.sub_block = sb;
   h.cache_valid = block_cache_valid_;
-  h.next = h.go;
   h.c = int32_t(committed_.capacity_tokens());
   h.pb_off = int32_t(pb_ - start);
   h.mask_id = p_.mask_id;
@@ -319,15 +318,13 @@ void Generation::denoise_on_device(int sb, bool sub_only) {
   std::copy(x_.begin() + start, x_.end(), denoise::block_tokens(device_state_.data()));
   int32_t* table = device_state_.data() + denoise::kHeaderWords + B;
   for (int64_t i = 0; i < pages; ++i) table[i] = i < int64_t(table_.size()) ? table_[size_t(i)] : table_[0];
-  device_forwards_ = 0;
   device_->start(device_state_, &pool_);
 }
 
 bool Generation::take_device_result() {
   const DeviceDecisions::Result r = device_->next();
+  if (!r.ran) return false;  // a speculative launch the device skipped
   const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(r.state);
-  if (h.forwards == device_forwards_) return false;  // skipped
-  device_forwards_ = h.forwards;
   const int64_t B = p_.block_size;
   std::copy(denoise::block_tokens(r.state), denoise::block_tokens(r.state) + B, x_.end() - B);
   block_cache_valid_ = h.cache_valid != 0;

@@ -114,7 +114,6 @@ class Generation {
   std::mt19937_64 rng_;
   std::unique_ptr<DeviceDecisions> device_;  // decisions on the device (null: on the host)
   std::vector<int32_t> device_state_;        // the block's state as the host puts it there
-  int32_t device_forwards_ = 0;              // the device's forward count at its last result
 };
 
 }  // namespace fastdllm

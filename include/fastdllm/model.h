@@ -4,6 +4,7 @@
 // one matrix each so that a forward reads every weight once.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -167,6 +168,7 @@ class Model {
   std::unique_ptr<GraphCache> graphs_;  // CUDA only
   uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_/denoise_state_ move
   uint64_t graph_epoch() const;
+  void grow_buffers(const std::function<void()>& grow);  // runs grow; a moved buffer starts a new epoch
   int64_t graph_runs_[4] = {0, 0, 0, 0};
   // Device decisions: the state on the device, whose it is, its shape
   // (the header as begun) and the pool the forwards write to.
