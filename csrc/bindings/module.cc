@@ -76,6 +76,15 @@ TensorView opt_view(const py::object& o, const std::string& dtype = "") {
 
 py::array_t<float> empty_f32(std::vector<py::ssize_t> shape) { return py::array_t<float>(shape); }
 
+// An op's out in out_dtype: float32, or a half type as its raw bits (uint16),
+// the form in which a producer hands a GEMM its operand.
+py::array operand_out(std::vector<py::ssize_t> shape, const std::string& out_dtype) {
+  const bool half = out_dtype == "bfloat16" || out_dtype == "float16";
+  FDL_CHECK(half || out_dtype == "float32", "out_dtype must be 'float32', 'bfloat16' or 'float16', got '", out_dtype,
+            "'");
+  return half ? py::array(py::array_t<uint16_t>(shape)) : py::array(empty_f32(shape));
+}
+
 py::dict cuda_status_dict() {
   const cuda::Status s = cuda::status();
   py::dict d;
@@ -293,11 +302,7 @@ void bind_ops(py::module_& m) {
   // bits (uint16), the GEMM-operand form.
   m.def("rms_norm", [](py::array x, py::array w, float eps, const std::string& dt, const std::string& out_dtype,
                        const std::string& device) -> py::array {
-    const bool half = out_dtype == "bfloat16" || out_dtype == "float16";
-    FDL_CHECK(half || out_dtype == "float32", "out_dtype must be 'float32', 'bfloat16' or 'float16', got '", out_dtype,
-              "'");
-    py::array out = half ? py::array(py::array_t<uint16_t>({x.shape(0), x.shape(1)}))
-                         : py::array(empty_f32({x.shape(0), x.shape(1)}));
+    py::array out = operand_out({x.shape(0), x.shape(1)}, out_dtype);
     OnDevice d(device);
     ops::rms_norm(d.in(as_view(x)), d.in(as_view(w, dt)), eps, d.out(as_view(out, out_dtype)));
     d.finish();
@@ -336,11 +341,7 @@ void bind_ops(py::module_& m) {
      py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false, py::arg("x_dtype") = "",
      py::arg("device") = "cpu");
   m.def("silu_mul", [](py::array gu, const std::string& out_dtype, const std::string& device) -> py::array {
-    const bool half = out_dtype == "bfloat16" || out_dtype == "float16";
-    FDL_CHECK(half || out_dtype == "float32", "out_dtype must be 'float32', 'bfloat16' or 'float16', got '", out_dtype,
-              "'");
-    py::array out = half ? py::array(py::array_t<uint16_t>({gu.shape(0), gu.shape(1) / 2}))
-                         : py::array(empty_f32({gu.shape(0), gu.shape(1) / 2}));
+    py::array out = operand_out({gu.shape(0), gu.shape(1) / 2}, out_dtype);
     OnDevice d(device);
     ops::silu_mul(d.in(as_view(gu)), d.out(as_view(out, out_dtype)));
     d.finish();
@@ -459,15 +460,11 @@ void bind_ops(py::module_& m) {
   // scattered into the pool pages listed in page_table.
   m.def("paged_attention", [](py::array q, py::array k, py::array v, PagePool& pool, std::vector<int32_t> table,
                               float scale, py::object kv_limit, py::object mask, const std::string& out_dtype) {
-    const bool half = out_dtype == "bfloat16" || out_dtype == "float16";
-    FDL_CHECK(half || out_dtype == "float32", "out_dtype must be 'float32', 'bfloat16' or 'float16', got '", out_dtype,
-              "'");
+    py::array out = operand_out({q.shape(0), q.shape(1) * q.shape(2)}, out_dtype);  // checked before K/V are written
     // The pool's device decides where the op runs; the page table goes with it.
     OnDevice d(device_name(pool.device()));
     const PagedKV kv = d.layer0(pool, table);
     ops::kv_write(kv, d.in(as_view(k)), d.in(as_view(v)), 0);
-    const std::vector<py::ssize_t> shape{q.shape(0), q.shape(1) * q.shape(2)};
-    py::array out = half ? py::array(py::array_t<uint16_t>(shape)) : py::array(empty_f32(shape));
     ops::attention(d.in(as_view(q)), kv, k.shape(0), scale, d.in(opt_view(kv_limit)), d.in(opt_view(mask, "uint8")),
                    d.out(as_view(out, out_dtype)));
     d.finish();

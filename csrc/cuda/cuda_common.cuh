@@ -10,6 +10,7 @@
 #include "core/cuda_runtime.h"
 #include "fastdllm/dtype.h"
 #include "fastdllm/error.h"
+#include "fastdllm/ops.h"
 
 namespace fastdllm::cuda {
 
@@ -37,6 +38,13 @@ void by_act_dtype(DType t, F&& f) {
   if (t == DType::BF16) f(__nv_bfloat16{});
   else if (t == DType::F16) f(__half{});
   else f(float{});
+}
+
+// The block of one kv head in the page that holds table entry page_idx
+// (fastdllm/ops.h PagedKV; offset: kv.k_offset or kv.v_offset).
+__device__ __forceinline__ const float* head_block(const PagedKV& kv, int64_t offset, int64_t head, int64_t page_idx) {
+  return static_cast<const float*>(kv.base) + int64_t(kv.page_table[page_idx]) * kv.page_stride + offset +
+         head * kv.head_stride;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

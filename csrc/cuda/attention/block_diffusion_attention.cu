@@ -105,20 +105,12 @@ __global__ void __launch_bounds__(32 * kWarps) attention_split_kernel(SplitParam
       const int jj = idx % kTileKeys, e = idx / kTileKeys;  // K: consecutive threads, consecutive keys
       const int64_t key = t0 + jj;
       float kval = 0.f;
-      if (key < k1) {
-        const float* blk = static_cast<const float*>(kv.base) + int64_t(kv.page_table[key / ps]) * kv.page_stride +
-                           kv.k_offset + g * kv.head_stride;
-        kval = blk[int64_t(e) * ps + key % ps];
-      }
+      if (key < k1) kval = head_block(kv, kv.k_offset, g, key / ps)[int64_t(e) * ps + key % ps];
       ks[e * kTileKeys + jj] = kval;
       const int ve = idx % hd, vj = idx / hd;  // V: consecutive threads, consecutive dims
       const int64_t vkey = t0 + vj;
       float vval = 0.f;
-      if (vkey < k1) {
-        const float* blk = static_cast<const float*>(kv.base) + int64_t(kv.page_table[vkey / ps]) * kv.page_stride +
-                           kv.v_offset + g * kv.head_stride;
-        vval = blk[(vkey % ps) * hd + ve];
-      }
+      if (vkey < k1) vval = head_block(kv, kv.v_offset, g, vkey / ps)[(vkey % ps) * hd + ve];
       vs[vj * hd + ve] = vval;
     }
     __syncthreads();

@@ -16,11 +16,6 @@ namespace fastdllm::cuda {
 
 namespace {
 
-__device__ __forceinline__ const float* head_block(const PagedKV& kv, int64_t offset, int64_t head, int64_t page_idx) {
-  return static_cast<const float*>(kv.base) + int64_t(kv.page_table[page_idx]) * kv.page_stride + offset +
-         head * kv.head_stride;
-}
-
 __global__ void kv_write_kernel(PagedKV kv, const float* k, const float* v, int64_t start) {
   const int64_t t = blockIdx.x / kv.num_kv_heads, h = blockIdx.x % kv.num_kv_heads;
   const int64_t pos = start + t, row = pos % kv.page_size, hd = kv.head_dim;
