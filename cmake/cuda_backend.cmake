@@ -1,5 +1,5 @@
-# The CUDA backend (sm_90a): an OBJECT library of .cu files linked into
-# fastdllm_core, with cudart linked statically so that the module imports on a
+# The CUDA backend (sm_90a): the cuda layer, a static library of .cu files
+# that ops links, with cudart linked statically so that the module imports on a
 # machine with no GPU or driver. CUTLASS/CuTe headers come from -DCUTLASS_DIR or
 # from the nvidia-cutlass Python package (a build requirement in pyproject.toml).
 
@@ -43,7 +43,7 @@ if(FASTDLLM_HAVE_CUDA)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   find_package(CUDAToolkit REQUIRED)
 
-  add_library(fastdllm_cuda OBJECT
+  add_library(fastdllm_cuda STATIC
     csrc/cuda/gemm/gemm_bf16_sm90_large.cu
     csrc/cuda/gemm/gemm_bf16_sm90_small_m.cu
     csrc/cuda/gemm/gemm_f16_sm90_large.cu
@@ -54,7 +54,6 @@ if(FASTDLLM_HAVE_CUDA)
     csrc/cuda/attention/block_diffusion_attention.cu
     csrc/cuda/vocab/lm_head_top2.cu
     csrc/cuda/vocab/sampling_candidates.cu
-    csrc/cuda/vocab/denoise_decide.cu
   )
   target_include_directories(fastdllm_cuda PRIVATE include csrc
     "${CUTLASS_DIR}/include" "${CUTLASS_DIR}/tools/util/include")
@@ -70,7 +69,9 @@ if(FASTDLLM_HAVE_CUDA)
   set_property(GLOBAL APPEND PROPERTY JOB_POOLS nvcc_pool=${_nvcc_jobs})
   set_property(TARGET fastdllm_cuda PROPERTY JOB_POOL_COMPILE nvcc_pool)
 
-  target_sources(fastdllm_core PRIVATE $<TARGET_OBJECTS:fastdllm_cuda>)
+  # The cuda layer: kernels over core only; ops links it beside the CPU backend.
+  target_link_libraries(fastdllm_cuda PUBLIC fastdllm_core)
+  target_link_libraries(fastdllm_ops PUBLIC fastdllm_cuda)
   target_compile_definitions(fastdllm_core PUBLIC FASTDLLM_WITH_CUDA=1)
   target_link_libraries(fastdllm_core PUBLIC CUDA::cudart_static)
 endif()

@@ -2,20 +2,20 @@
 host memory with a byte budget so that CI checks it without a GPU."""
 import pytest
 
-from fastdllm_rt import _C
+from fastdllm_rt._C import _testing as T
 
 MiB = 1 << 20
 
 
 def test_round_size():
-    r = _C.HostCachingAllocator.round_size
+    r = T.HostCachingAllocator.round_size
     assert r(0) == 512 and r(1) == 512 and r(512) == 512 and r(513) == 1024
     assert r(MiB - 1) == MiB
     assert r(MiB) == 2 * MiB and r(2 * MiB) == 2 * MiB and r(2 * MiB + 1) == 4 * MiB
 
 
 def test_reuse_without_raw_allocation():
-    a = _C.HostCachingAllocator(64 * MiB)
+    a = T.HostCachingAllocator(64 * MiB)
     p = a.allocate(3000)
     a.release(p)
     # the same size class comes back from the cache, also for a slightly smaller request
@@ -31,7 +31,7 @@ def test_reuse_without_raw_allocation():
 
 def test_steady_state_decode_loop_makes_no_raw_allocations():
     """The pattern of one forward (scratch for each GEMM, then the logits) repeated."""
-    a = _C.HostCachingAllocator(256 * MiB)
+    a = T.HostCachingAllocator(256 * MiB)
     sizes = [32 * 1536 * 2, 32 * 2048 * 4, 32 * 17920 * 4, 0, 32 * 151936 * 4]
     for step in range(5):
         for n in sizes:
@@ -43,7 +43,7 @@ def test_steady_state_decode_loop_makes_no_raw_allocations():
 
 
 def test_big_cached_block_not_used_for_a_tiny_request():
-    a = _C.HostCachingAllocator(64 * MiB)
+    a = T.HostCachingAllocator(64 * MiB)
     big = a.allocate(8 * MiB)
     a.release(big)
     small = a.allocate(4096)  # more than 2x waste: a fresh block
@@ -52,7 +52,7 @@ def test_big_cached_block_not_used_for_a_tiny_request():
 
 
 def test_out_of_budget_empties_the_cache_then_retries():
-    a = _C.HostCachingAllocator(10 * MiB)
+    a = T.HostCachingAllocator(10 * MiB)
     p = a.allocate(6 * MiB)
     a.release(p)  # 6 MiB parked in the cache
     q = a.allocate(1 * MiB)  # fits beside it
@@ -68,13 +68,13 @@ def test_out_of_budget_empties_the_cache_then_retries():
 
 
 def test_zero_bytes_take_nothing():
-    a = _C.HostCachingAllocator(MiB)
+    a = T.HostCachingAllocator(MiB)
     assert a.allocate(0) == 0
     assert a.stats()["raw_allocs"] == 0 and a.stats()["in_use_bytes"] == 0
 
 
 def test_release_of_unknown_pointer_is_ignored():
-    a = _C.HostCachingAllocator(MiB)
+    a = T.HostCachingAllocator(MiB)
     a.release(12345)
     a.release(0)
     assert a.stats()["cached_bytes"] == 0

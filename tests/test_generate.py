@@ -20,15 +20,6 @@ def setup(request, tmp_path_factory):
     return fastdllm_rt.Engine(path), RefQwen2(cfg, load_weights(path)), request.param
 
 
-@pytest.fixture(params=["host", "device"])
-def decisions(request, monkeypatch):
-    """Threshold decisions on the host, or through the device-decision path
-    (runtime/device_decisions.h: queued forwards, decide kernel, skipped
-    speculative launches), which the CPU runs when asked."""
-    monkeypatch.setenv("FASTDLLM_DEVICE_DECISIONS", "1" if request.param == "device" else "0")
-    return request.param
-
-
 def check(engine, ref, prompt, **kw):
     res = engine.generate_ids(list(prompt), **kw)
     ids, forwards = ref_generate(ref, prompt, kw["max_new_tokens"], block_size=kw["block_size"],
@@ -43,7 +34,7 @@ def check(engine, ref, prompt, **kw):
 @pytest.mark.parametrize("bs", [(32, 8), (16, 4), (32, 32), (64, 16)], ids=lambda b: f"B{b[0]}S{b[1]}")
 @pytest.mark.parametrize("threshold", [0.5, 0.9, 1.0])
 @pytest.mark.parametrize("block_cache", [False, True], ids=["nocache", "blockcache"])
-def test_token_exact(setup, bs, threshold, block_cache, isa, decisions):
+def test_token_exact(setup, bs, threshold, block_cache, isa):
     engine, ref, seed = setup
     B, S = bs
     rng = np.random.default_rng(seed * 100 + B + S)
@@ -55,7 +46,7 @@ def test_token_exact(setup, bs, threshold, block_cache, isa, decisions):
 
 
 @pytest.mark.parametrize("block_cache", [False, True], ids=["nocache", "blockcache"])
-def test_stop_token_mid_block(setup, block_cache, decisions):
+def test_stop_token_mid_block(setup, block_cache):
     engine, ref, seed = setup
     prompt = list(np.random.default_rng(seed).integers(0, MASK, 21))
     kw = dict(max_new_tokens=96, block_size=32, sub_block_size=8, threshold=0.9, use_block_cache=block_cache)
@@ -70,7 +61,7 @@ def test_stop_token_mid_block(setup, block_cache, decisions):
     assert len(res.token_ids) <= 26
 
 
-def test_max_new_tokens_below_block_generates_nothing_but_the_prefill_token(setup, decisions):
+def test_max_new_tokens_below_block_generates_nothing_but_the_prefill_token(setup):
     engine, ref, _ = setup
     prompt = list(range(64))  # P0 > B and P0 % B == 0: the prefill's AR token is emitted
     res = check(engine, ref, prompt, max_new_tokens=31, block_size=32, sub_block_size=8, threshold=0.9,

@@ -16,11 +16,12 @@ from model_factory import make_config, random_weights, write_model
 
 
 def logits(model, tokens):
-    pool = model.make_pool(8, 4)
-    table = fastdllm_rt._C.PageTable(pool)
+    T = fastdllm_rt._C._testing
+    pool = T.make_pool(model, 8, 4)
+    table = T.PageTable(pool)
     table.reserve_tokens(len(tokens))
     n = len(tokens)
-    return model.forward(np.asarray(tokens, np.int32), np.arange(n, dtype=np.int32), table, 0, n)
+    return T.forward(model, pool, [dict(tokens=np.asarray(tokens, np.int32), pages=list(table.pages))])
 
 
 @pytest.fixture(scope="module")

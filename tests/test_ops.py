@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastdllm_rt import _C
+from fastdllm_rt._C import _testing as T
 
-ops = _C.ops
+ops = T.ops
 ROWS = [1, 7, 17, 33, 127]
 RNG = np.random.default_rng(1234)
 
@@ -185,8 +185,8 @@ def test_gemm_operands_in_bf16(isa, rows):
     np.testing.assert_allclose(ops.linear(h, wl, bias=b, x_dtype="bfloat16"),
                                ops.linear(bf16_bits_to_f32(h), wl, bias=b), rtol=1e-6, atol=1e-6)
     # attention writes the o_proj operand the same way
-    pool = _C.PagePool(1, 2, 8, 4, 8)
-    table = _C.PageTable(pool)
+    pool = T.PagePool(1, 2, 8, 4, 8)
+    table = T.PageTable(pool)
     table.reserve_tokens(9)
     q, k, v = randn(rows, 4, 8), randn(9, 2, 8), randn(9, 2, 8)
     a32 = ops.paged_attention(q, k, v, pool, list(table.pages), 0.3)
@@ -243,37 +243,117 @@ def ref_attention(q, k, v, allowed, scale):
     return (p @ vt).transpose(0, 1).reshape(q.shape[0], -1).numpy()
 
 
+def bf16_round(a):
+    return torch.from_numpy(a).to(torch.bfloat16).float().numpy()
+
+
 @pytest.mark.parametrize("lq,n_kv", [(1, 1), (7, 40), (17, 17), (33, 100), (127, 130)])
 @pytest.mark.parametrize("heads,kv_heads,hd", [(5, 1, 16), (4, 2, 8), (3, 3, 2)])
-@pytest.mark.parametrize("mode", ["none", "limit", "mask", "both"])
-def test_paged_attention(lq, n_kv, heads, kv_heads, hd, mode):
+@pytest.mark.parametrize("mode", ["none", "limit"])
+@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16"])
+def test_paged_attention(lq, n_kv, heads, kv_heads, hd, mode, kv_dtype):
     page = 8
-    pool = _C.PagePool(1, kv_heads, hd, page, 64)
-    table = _C.PageTable(pool)
+    pool = T.PagePool(1, kv_heads, hd, page, 64, kv_dtype=kv_dtype)
+    table = T.PageTable(pool)
     table.reserve_tokens(n_kv)
     pages = list(table.pages)[::-1]  # a non-trivial page order
     q, k, v = randn(lq, heads, hd), randn(n_kv, kv_heads, hd), randn(n_kv, kv_heads, hd)
     allowed = np.ones((lq, n_kv), bool)
-    limit = mask = None
-    if mode in ("limit", "both"):
+    limit = None
+    if mode == "limit":
         limit = RNG.integers(1, n_kv + 1, lq).astype(np.int32)
         allowed &= np.arange(n_kv)[None, :] < limit[:, None]
-    if mode in ("mask", "both"):
-        mask = RNG.random((lq, n_kv)) < 0.7
-        mask[:, 0] = True
-        allowed &= mask
     scale = hd ** -0.5
-    out = ops.paged_attention(q, k, v, pool, pages, scale, kv_limit=limit, mask=mask)
+    out = ops.paged_attention(q, k, v, pool, pages, scale, kv_limit=limit)
+    if kv_dtype == "bfloat16":  # the pages hold K/V rounded to bf16; the math is fp32 either way
+        k, v = bf16_round(k), bf16_round(v)
     np.testing.assert_allclose(out, ref_attention(q, k, v, allowed, scale), rtol=1e-5, atol=1e-5)
 
 
+def ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool):
+    """Sequences with their own pages (allocated interleaved) and dense K/V written to them."""
+    tables = [T.PageTable(pool) for _ in lens_q]
+    for step in range(max(-(-n // page) for n in lens_kv)):  # one page each in turn: interleaved page ids
+        for t, n in zip(tables, lens_kv):
+            if len(t.pages) * page < n:
+                t.reserve_tokens((len(t.pages) + 1) * page)
+    kv_indptr = np.cumsum([0] + [len(t.pages) for t in tables]).astype(np.int32)
+    kv_indices = np.concatenate([t.pages for t in tables]).astype(np.int32)
+    ks = [randn(n, kv_heads, hd) for n in lens_kv]
+    vs = [randn(n, kv_heads, hd) for n in lens_kv]
+    qo_w = np.cumsum([0] + list(lens_kv)).astype(np.int32)
+    ops.kv_write(pool, np.concatenate(ks), np.concatenate(vs), qo_w, kv_indptr, kv_indices,
+                 np.zeros(len(lens_kv), np.int32))
+    return tables, kv_indptr, kv_indices, ks, vs
+
+
+@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16"])
+def test_ragged_attention_rows_equal_their_sequence_alone(isa, kv_dtype):
+    """A ragged batch (sequences with different query and key lengths and their
+    own page tables) gives every query exactly what its sequence alone gives,
+    and what the reference gives."""
+    page, heads, kv_heads, hd = 8, 6, 2, 16
+    lens_q, lens_kv = [5, 1, 17, 8], [40, 3, 17, 64]
+    pool = T.PagePool(1, kv_heads, hd, page, 64, kv_dtype=kv_dtype)
+    tables, kv_indptr, kv_indices, ks, vs = ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool)
+    qs = [randn(n, heads, hd) for n in lens_q]
+    limits = [RNG.integers(0, nk + 1, nq).astype(np.int32) for nq, nk in zip(lens_q, lens_kv)]
+    limits[0][0] = 0  # a query that sees no key: zeros
+    qo = np.cumsum([0] + lens_q).astype(np.int32)
+    out = ops.attention(np.concatenate(qs), pool, np.concatenate(limits), qo, kv_indptr, kv_indices, 0.25)
+    assert np.all(out[0] == 0)
+    for s in range(len(lens_q)):
+        alone = ops.attention(qs[s], pool, limits[s], np.array([0, lens_q[s]], np.int32),
+                              np.array([0, len(tables[s].pages)], np.int32), np.array(tables[s].pages, np.int32), 0.25)
+        np.testing.assert_array_equal(out[qo[s]:qo[s + 1]], alone)
+        k, v = ks[s], vs[s]
+        if kv_dtype == "bfloat16":
+            k, v = bf16_round(k), bf16_round(v)
+        allowed = np.arange(lens_kv[s])[None, :] < limits[s][:, None]
+        np.testing.assert_allclose(alone, ref_attention(qs[s], k, v, allowed, 0.25), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [1, 7, 264])
+@pytest.mark.parametrize("lens_q,lens_kv", [([1], [1]), ([5, 1, 17, 8], [40, 3, 17, 64]), ([32, 8, 32], [96, 0, 33])])
+def test_attention_plan_emulation_equals_attention(target, lens_q, lens_kv):
+    """The CUDA kernel's split / merge over plans::plan_attention, emulated on
+    the CPU, equals the CPU attention: the plan covers every key of every query
+    once, in partial slots that line up (small targets force many splits)."""
+    page, heads, kv_heads, hd = 8, 4, 2, 8
+    pool = T.PagePool(1, kv_heads, hd, page, 64)
+    tables, kv_indptr, kv_indices, _, _ = ragged_batch(lens_q, [max(n, 1) for n in lens_kv], page, kv_heads, hd,
+                                                       pool)
+    q = randn(sum(lens_q), heads, hd)
+    limits = np.concatenate([np.full(nq, nk, np.int32) for nq, nk in zip(lens_q, lens_kv)])
+    limits[::3] = limits[::3] // 2  # some queries see fewer keys than their sequence's longest
+    qo = np.cumsum([0] + lens_q).astype(np.int32)
+    want = ops.attention(q, pool, limits, qo, kv_indptr, kv_indices, 0.3)
+    got, plan = T.attention_by_plan(q, pool, limits, qo, kv_indptr, kv_indices, 0.3, target_ctas=target)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert len(plan["work"]) // 5 <= T.plans.work_capacity(sum(lens_q), len(lens_q), kv_heads, target)
+    assert plan["num_parts"] <= T.plans.parts_capacity(sum(lens_q), kv_heads, target)
+
+
 def test_attention_query_with_no_visible_key_is_zero():
-    pool = _C.PagePool(1, 1, 4, 4, 2)
-    table = _C.PageTable(pool)
+    pool = T.PagePool(1, 1, 4, 4, 2)
+    table = T.PageTable(pool)
     table.reserve_tokens(3)
     out = ops.paged_attention(randn(2, 1, 4), randn(3, 1, 4), randn(3, 1, 4), pool, list(table.pages), 0.5,
-                              mask=np.array([[0, 0, 0], [1, 0, 0]], bool))
+                              kv_limit=np.array([0, 1], np.int32))
     assert np.all(out[0] == 0) and np.all(np.isfinite(out[1]))
+
+
+def test_attention_batch_errors_name_the_sequence():
+    pool = T.PagePool(1, 1, 4, 4, 4)
+    q = randn(3, 1, 4)
+    one = np.array([0, 1], np.int32)
+    with pytest.raises(ValueError, match=r"attention: token 2 sees 9 keys, outside the 8 slots of its sequence"):
+        ops.attention(q, pool, np.array([1, 1, 9], np.int32), np.array([0, 1, 3], np.int32),
+                      np.array([0, 1, 3], np.int32), np.array([0, 1, 2], np.int32), 0.5)
+    with pytest.raises(ValueError, match=r"sequence 0 page table entry 0 \(page 7\) is outside the 4 pages"):
+        ops.attention(q[:1], pool, np.array([1], np.int32), one, one, np.array([7], np.int32), 0.5)
+    with pytest.raises(ValueError, match="qo_indptr must run from 0 to num_tokens"):
+        ops.attention(q[:1], pool, np.zeros(1, np.int32), np.array([1, 1], np.int32), one, np.array([0], np.int32), 0.5)
 
 
 def test_op_errors_name_the_argument():
@@ -291,32 +371,43 @@ def test_op_errors_name_the_argument():
 
 @pytest.mark.parametrize("rows", ROWS)
 @pytest.mark.parametrize("heads,kv_heads,hd", [(5, 1, 16), (12, 2, 128)])
-def test_qkv_rope_append_equals_rope_then_write(rows, heads, kv_heads, hd):
+@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16"])
+def test_qkv_rope_append_equals_rope_then_write(rows, heads, kv_heads, hd, kv_dtype):
     """The fused split + RoPE + append gives the same q and the same cache as
-    rope() on q and k followed by kv_write()."""
+    rope() on q and k followed by kv_write(), for a batch of two sequences
+    (the second writing from slot 5 on, after zeros)."""
     qkv = randn(rows, (heads + 2 * kv_heads) * hd)
     pos = RNG.integers(0, 3000, rows).astype(np.int32)
     inv = (1.0 / (1e6 ** (np.arange(0, hd, 2) / hd))).astype(np.float32)
     q = np.ascontiguousarray(qkv[:, :heads * hd].reshape(rows, heads, hd))
     k = np.ascontiguousarray(qkv[:, heads * hd:(heads + kv_heads) * hd].reshape(rows, kv_heads, hd))
     v = np.ascontiguousarray(qkv[:, (heads + kv_heads) * hd:].reshape(rows, kv_heads, hd))
-    zeros = np.zeros((5, kv_heads, hd), np.float32)
+    n0 = rows // 2  # sequence 0 takes the first n0 rows at slot 0, sequence 1 the rest at slot 5
     probe = randn(3, heads, hd)
 
     def cache(fill):
-        """A cache whose tokens [0, 5) are zero and [5, 5 + rows) come from fill."""
-        pool = _C.PagePool(1, kv_heads, hd, 16, 40)
-        table = _C.PageTable(pool)
-        table.reserve_tokens(rows + 5)
-        pages = list(table.pages)[::-1]
-        z = np.zeros((rows + 5, kv_heads, hd), np.float32)
-        ops.paged_attention(probe, z, z, pool, pages, 0.1)  # writes zeros to every token
-        out = fill(pool, pages)
-        return ops.attend(probe, pool, pages, rows + 5, 0.1), out
+        pool = T.PagePool(1, kv_heads, hd, 16, 40, kv_dtype=kv_dtype)
+        a, b = T.PageTable(pool), T.PageTable(pool)
+        a.reserve_tokens(max(n0, 1))
+        b.reserve_tokens(rows - n0 + 5)
+        kv_indptr = np.array([0, len(a.pages), len(a.pages) + len(b.pages)], np.int32)
+        kv_indices = np.array(list(a.pages) + list(b.pages)[::-1], np.int32)
+        z = np.zeros((rows - n0 + 5, kv_heads, hd), np.float32)
+        ops.kv_write(pool, z, z, np.array([0, 0, len(z)], np.int32), kv_indptr, kv_indices,
+                     np.array([0, 0], np.int32))
+        qo = np.array([0, n0, rows], np.int32)
+        out = fill(pool, qo, kv_indptr, kv_indices, np.array([0, 5], np.int32))
+        seen = []
+        for s, n in ((0, n0), (1, rows - n0 + 5)):
+            one = np.array([0, 3], np.int32)
+            seen.append(ops.attention(probe, pool, np.full(3, n, np.int32), one,
+                                      np.array([0, kv_indptr[s + 1] - kv_indptr[s]], np.int32),
+                                      kv_indices[kv_indptr[s]:kv_indptr[s + 1]], 0.1))
+        return seen, out
 
-    fused, q_fused = cache(lambda p, t: ops.qkv_rope_append(qkv, pos, inv, heads, p, t, 5))
+    fused, q_fused = cache(lambda p, qo, ip, ix, wo: ops.qkv_rope_append(qkv, inv, heads, p, pos, qo, ip, ix, wo))
     k_rot = ops.rope(k, pos, inv)
-    split, _ = cache(lambda p, t: ops.paged_attention(probe, np.concatenate([zeros, k_rot]),
-                                                       np.concatenate([zeros, v]), p, t, 0.1))
+    split, _ = cache(lambda p, qo, ip, ix, wo: ops.kv_write(p, k_rot, v, qo, ip, ix, wo))
     np.testing.assert_array_equal(q_fused, ops.rope(q, pos, inv))
-    np.testing.assert_array_equal(fused, split)
+    for f, s in zip(fused, split):
+        np.testing.assert_array_equal(f, s)

@@ -4,9 +4,9 @@ fast_dllm_v2.md 4.6: softmax(logits / T), top-k, nucleus, renormalised."""
 import numpy as np
 import pytest
 
-from fastdllm_rt import _C
+from fastdllm_rt._C import _testing as T
 
-ops = _C.ops
+ops = T.ops
 RNG = np.random.default_rng(77)
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 

@@ -7,19 +7,18 @@
 namespace fastdllm::cpu {
 
 namespace avx512 {
-void attention_impl(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
-                    const int32_t* kv_limit, const uint8_t* mask, float* out);
+void attention_impl(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& b, float scale, float* out);
 }
 
-void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
-               const int32_t* kv_limit, const uint8_t* mask, void* out, DType out_dtype) {
-  const int64_t n = len_q * heads * kv.head_dim;
+void attention(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& b, float scale, void* out,
+               DType out_dtype) {
+  const int64_t n = b.num_tokens * heads * kv.head_dim;
   // A bf16 out (a GEMM operand) is computed in fp32 scratch, then rounded.
   float* o = out_dtype == DType::BF16 ? scratch_floats(n, 2) : static_cast<float*>(out);
   if (isa() == Isa::AVX512_BF16)
-    avx512::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, o);
+    avx512::attention_impl(q, heads, kv, b, scale, o);
   else
-    avx2::attention_impl(q, len_q, heads, kv, n_kv, scale, kv_limit, mask, o);
+    avx2::attention_impl(q, heads, kv, b, scale, o);
   if (o != out) store_bf16(o, n, static_cast<uint16_t*>(out));
 }
 

@@ -1,7 +1,8 @@
-// Appending to the KV cache on the CPU (K transposed inside a page, see PagedKV):
-// kv_write copies ready k/v rows; qkv_rope_append makes one pass per token over
-// the fused QKV row: RoPE on q into q_out, RoPE on k and the copy of v straight
-// into the pages. Same cos/sin as cpu::rope.
+// Appending to the KV cache on the CPU (K transposed inside a page, see
+// fastdllm/paged_kv.h): kv_write copies ready k/v rows; qkv_rope_append makes
+// one pass per token over the fused QKV row: RoPE on q into q_out, RoPE on k
+// and the copy of v straight into the token's slot of its sequence's pages
+// (fp32, or rounded to bf16 pages). Same cos/sin as cpu::rope.
 #include <cmath>
 
 #include "cpu/kernels.h"
@@ -9,36 +10,52 @@
 
 namespace fastdllm::cpu {
 
-void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start) {
+namespace {
+
+inline void put(float* dst, float v) { *dst = v; }
+inline void put(uint16_t* dst, float v) { *dst = f32_to_bf16(v); }
+
+// The kv head h block of the page holding the slot of batch token t, or null
+// when the token's sequence writes nothing.
+template <class E>
+E* slot_block(const PagedKV& kv, const KVBatch& b, int64_t t, int64_t h, int64_t offset, int64_t* row) {
+  const int32_t s = b.token_seq[t];
+  if (b.write_offset[s] < 0) return nullptr;
+  const int64_t slot = b.write_offset[s] + (t - b.qo_indptr[s]);
+  const int32_t page = b.kv_indices[b.kv_indptr[s] + slot / kv.page_size];
+  *row = slot % kv.page_size;
+  return static_cast<E*>(kv.base) + page * kv.page_stride + offset + h * kv.head_stride;
+}
+
+template <class E>
+void kv_write_typed(const PagedKV& kv, const KVBatch& b, const float* k, const float* v) {
   const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads, ps = kv.page_size;
-#pragma omp parallel for schedule(static) if (len * nkv * hd > 65536)
-  for (int64_t t = 0; t < len; ++t) {
-    const int64_t tok = start + t, r = tok % ps;
-    const int64_t page = kv.page_table[tok / ps];
+  for (int64_t t = 0; t < b.num_tokens; ++t)
     for (int64_t h = 0; h < nkv; ++h) {
-      float* base = static_cast<float*>(kv.base) + page * kv.page_stride + h * kv.head_stride;
-      float* kt = base + kv.k_offset;  // [hd][ps]
-      float* vd = base + kv.v_offset + r * hd;
+      int64_t r = 0;
+      E* kt = slot_block<E>(kv, b, t, h, kv.k_offset, &r);  // [hd][ps]
+      if (!kt) continue;
+      E* vd = slot_block<E>(kv, b, t, h, kv.v_offset, &r) + r * hd;
       const float* ks = k + (t * nkv + h) * hd;
       const float* vs = v + (t * nkv + h) * hd;
       for (int64_t i = 0; i < hd; ++i) {
-        kt[i * ps + r] = ks[i];
-        vd[i] = vs[i];
+        put(kt + i * ps + r, ks[i]);
+        put(vd + i, vs[i]);
       }
     }
-  }
 }
 
-void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t* positions, const float* inv_freq,
-                     const PagedKV& kv, int64_t start, float* q_out) {
+template <class E>
+void qkv_rope_append_typed(const float* qkv, int64_t heads, const float* inv_freq, const PagedKV& kv,
+                           const KVBatch& b, float* q_out) {
   const int64_t hd = kv.head_dim, half = hd / 2, nkv = kv.num_kv_heads, ps = kv.page_size;
-  const int64_t row_len = (heads + 2 * nkv) * hd;
+  const int64_t row_len = (heads + 2 * nkv) * hd, len = b.num_tokens;
 #pragma omp parallel if (len * row_len > 32768)
   {
     float* cs = scratch_floats(2 * half);
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < len; ++t) {
-      rope_cos_sin(positions[t], inv_freq, half, cs);
+      rope_cos_sin(b.positions[t], inv_freq, half, cs);
       const float* row = qkv + t * row_len;
       for (int64_t h = 0; h < heads; ++h) {
         const float* src = row + h * hd;
@@ -48,22 +65,38 @@ void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t
           dst[half + i] = src[half + i] * cs[i] + src[i] * cs[half + i];
         }
       }
-      const int64_t tok = start == ops::kSlotsFromPositions ? positions[t] : start + t, r = tok % ps;
-      const int64_t page = kv.page_table[tok / ps];
       for (int64_t h = 0; h < nkv; ++h) {
+        int64_t r = 0;
+        E* kt = slot_block<E>(kv, b, t, h, kv.k_offset, &r);  // [hd][ps]
+        if (!kt) continue;
+        E* vd = slot_block<E>(kv, b, t, h, kv.v_offset, &r) + r * hd;
         const float* k = row + (heads + h) * hd;
         const float* v = row + (heads + nkv + h) * hd;
-        float* base = static_cast<float*>(kv.base) + page * kv.page_stride + h * kv.head_stride;
-        float* kt = base + kv.k_offset;  // [hd][ps]
-        float* vd = base + kv.v_offset + r * hd;
         for (int64_t i = 0; i < half; ++i) {
-          kt[i * ps + r] = k[i] * cs[i] - k[half + i] * cs[half + i];
-          kt[(half + i) * ps + r] = k[half + i] * cs[i] + k[i] * cs[half + i];
+          put(kt + i * ps + r, k[i] * cs[i] - k[half + i] * cs[half + i]);
+          put(kt + (half + i) * ps + r, k[half + i] * cs[i] + k[i] * cs[half + i]);
         }
-        for (int64_t i = 0; i < hd; ++i) vd[i] = v[i];
+        for (int64_t i = 0; i < hd; ++i) put(vd + i, v[i]);
       }
     }
   }
+}
+
+}  // namespace
+
+void kv_write(const PagedKV& kv, const KVBatch& b, const float* k, const float* v) {
+  if (kv.dtype == DType::BF16)
+    kv_write_typed<uint16_t>(kv, b, k, v);
+  else
+    kv_write_typed<float>(kv, b, k, v);
+}
+
+void qkv_rope_append(const float* qkv, int64_t heads, const float* inv_freq, const PagedKV& kv, const KVBatch& b,
+                     float* q_out) {
+  if (kv.dtype == DType::BF16)
+    qkv_rope_append_typed<uint16_t>(qkv, heads, inv_freq, kv, b, q_out);
+  else
+    qkv_rope_append_typed<float>(qkv, heads, inv_freq, kv, b, q_out);
 }
 
 }  // namespace fastdllm::cpu

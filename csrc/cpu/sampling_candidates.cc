@@ -1,6 +1,6 @@
 // Sampling's vocabulary reduction on the CPU (ops::sampling_candidates): per row
 // the maximum, the exps, bins and softmax denominator in vectorised passes, the
-// histogram of ops/sampling_cut.h in a scalar one, then the candidates in
+// histogram of core/sampling_cut.h in a scalar one, then the candidates in
 // vocabulary order. Rows in parallel; per-thread buffers of V floats and shorts.
 #include <cmath>
 #include <cstring>
@@ -8,7 +8,7 @@
 
 #include "cpu/fast_exp.h"
 #include "cpu/kernels.h"
-#include "ops/sampling_cut.h"
+#include "core/sampling_cut.h"
 
 namespace fastdllm::cpu {
 

@@ -3,11 +3,12 @@
 
 namespace fastdllm {
 
-PagePool::PagePool(const KVGeometry& g, int64_t max_pages, Device device)
-    : geom_(g), device_(device) {
+PagePool::PagePool(const KVGeometry& g, int64_t max_pages, Device device) : geom_(g), device_(device) {
   FDL_CHECK(g.num_layers > 0 && g.num_kv_heads > 0 && g.head_dim > 0 && g.page_size > 0,
             "KV cache: bad geometry (layers=", g.num_layers, ", kv_heads=", g.num_kv_heads,
             ", head_dim=", g.head_dim, ", page_size=", g.page_size, ")");
+  FDL_CHECK(g.dtype == DType::F32 || g.dtype == DType::BF16, "KV cache: kv_dtype must be float32 or bfloat16, got ",
+            dtype_name(g.dtype));
   FDL_CHECK(max_pages > 0 && max_pages < (int64_t(1) << 31), "KV cache: max_pages must be in [1, 2^31), got ",
             max_pages);
   // Virtual memory for the whole budget at once; on the CPU the OS backs it
@@ -25,9 +26,9 @@ void PagePool::check_page(int32_t page, const char* what) const {
 
 int32_t PagePool::allocate() {
   if (free_.empty())
-    throw BudgetExceeded(detail::concat("KV cache budget exceeded: all ", capacity(), " pages (max_pages=",
-                                        capacity(), ", ", geom_.page_size, " tokens and ",
-                                        geom_.page_bytes(), " bytes each) are in use"));
+    throw BudgetExceeded(detail::concat("KV cache budget exceeded: all ", capacity(), " pages (",
+                                        geom_.page_size, " tokens and ", geom_.page_bytes(),
+                                        " bytes each) are in use"));
   const int32_t p = free_.back();
   free_.pop_back();
   refcount_[size_t(p)] = 1;
@@ -44,22 +45,9 @@ void PagePool::release(int32_t page) {
   if (--refcount_[size_t(page)] == 0) free_.push_back(page);
 }
 
-PagedKV PagePool::layer(int layer, const int32_t* page_table, int num_pages) const {
+PagedKV PagePool::layer(int layer) const {
   FDL_CHECK(layer >= 0 && layer < geom_.num_layers, "KV cache: layer ", layer, " out of range");
-  PagedKV kv;
-  kv.base = storage_.data();
-  kv.dtype = DType::F32;
-  kv.device = device_;
-  kv.page_stride = geom_.page_elems();
-  kv.head_stride = int64_t(geom_.page_size) * geom_.head_dim;
-  kv.k_offset = int64_t(layer) * 2 * geom_.num_kv_heads * kv.head_stride;
-  kv.v_offset = kv.k_offset + geom_.num_kv_heads * kv.head_stride;
-  kv.page_size = geom_.page_size;
-  kv.head_dim = geom_.head_dim;
-  kv.num_kv_heads = geom_.num_kv_heads;
-  kv.page_table = page_table;
-  kv.num_pages = num_pages;
-  return kv;
+  return store().layer(layer);
 }
 
 void PageTable::reserve_tokens(int64_t n_tokens) {
@@ -77,14 +65,15 @@ void PageTable::reserve_tokens(int64_t n_tokens) {
   }
 }
 
-void PageTable::share_from(const PageTable& other, int num_pages) {
-  FDL_CHECK(other.pool_ == pool_, "KV cache: cannot share pages across pools");
-  FDL_CHECK(num_pages >= 0 && size_t(num_pages) <= other.pages_.size(), "KV cache: cannot share ",
-            num_pages, " pages of a table with ", other.pages_.size());
-  for (int i = 0; i < num_pages; ++i) {
-    pool_->retain(other.pages_[size_t(i)]);
-    pages_.push_back(other.pages_[size_t(i)]);
-  }
+void PageTable::share(int32_t page) {
+  pool_->retain(page);
+  pages_.push_back(page);
+}
+
+std::vector<int32_t> PageTable::take_all() {
+  std::vector<int32_t> out;
+  out.swap(pages_);
+  return out;
 }
 
 void PageTable::clear() {

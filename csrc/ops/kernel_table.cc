@@ -17,11 +17,14 @@ static KernelTable make_cpu_table() {
   t.add = cpu::add;
   t.kv_write = cpu::kv_write;
   t.qkv_rope_append = cpu::qkv_rope_append;
-  t.attention = cpu::attention;
+  // The CPU attention runs per query and needs no work list.
+  t.attention = [](const float* q, int64_t heads, const PagedKV& kv, const KVBatch& b, float scale,
+                   const AttentionPlanView&, void* out, DType out_dtype) {
+    cpu::attention(q, heads, kv, b, scale, out, out_dtype);
+  };
   t.argmax_prob = cpu::argmax_prob;
   t.lm_head_top2 = cpu::lm_head_top2;
   t.sampling_candidates = cpu::sampling_candidates;
-  t.denoise_decide = cpu::denoise_decide;
   t.gather_rows = cpu::gather_rows;
   t.linear_silu_mul = cpu::linear_silu_mul;
   return t;
@@ -42,8 +45,6 @@ static KernelTable make_cuda_table() {
   t.argmax_prob = cuda::argmax_prob;
   t.lm_head_top2 = cuda::lm_head_top2;
   t.sampling_candidates = cuda::sampling_candidates;
-  t.denoise_decide = cuda::denoise_decide;
-  t.set_graph_condition = cuda::set_graph_condition;
   t.gather_rows = cuda::gather_rows;
 #endif
   return t;  // without the CUDA build every entry stays null: "not implemented for device cuda"

@@ -14,11 +14,10 @@ struct KernelTable {
                  int64_t, int64_t, int64_t) = nullptr;
   void (*silu_mul)(const float*, void*, DType, int64_t, int64_t) = nullptr;
   void (*add)(const float*, const float*, float*, int64_t) = nullptr;
-  void (*kv_write)(const PagedKV&, const float*, const float*, int64_t, int64_t) = nullptr;
-  void (*qkv_rope_append)(const float*, int64_t, int64_t, const int32_t*, const float*, const PagedKV&, int64_t,
-                          float*) = nullptr;
-  void (*attention)(const float*, int64_t, int64_t, const PagedKV&, int64_t, float,
-                    const int32_t*, const uint8_t*, void*, DType) = nullptr;
+  void (*kv_write)(const PagedKV&, const KVBatch&, const float*, const float*) = nullptr;
+  void (*qkv_rope_append)(const float*, int64_t, const float*, const PagedKV&, const KVBatch&, float*) = nullptr;
+  void (*attention)(const float*, int64_t, const PagedKV&, const KVBatch&, float, const AttentionPlanView&, void*,
+                    DType) = nullptr;
   void (*argmax_prob)(const float*, int64_t, int64_t, int32_t*, float*) = nullptr;
   void (*linear_silu_mul)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t) = nullptr;
   void (*gather_rows)(const float*, const int32_t*, int64_t, int64_t, float*) = nullptr;
@@ -26,8 +25,6 @@ struct KernelTable {
                        float*) = nullptr;
   void (*sampling_candidates)(const float*, int64_t, int64_t, float, float, int, int32_t, float*, int32_t*,
                               int32_t*) = nullptr;
-  void (*denoise_decide)(int32_t*, const int32_t*, const float*, int32_t*, int32_t, int) = nullptr;
-  void (*set_graph_condition)(uint64_t, const int32_t*, int32_t) = nullptr;
 };
 
 const KernelTable& kernels(Device device);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "fastdllm/error.h"
-#include "ops/denoise_rule.h"
+#include "cpu/packed_weights.h"
 #include "ops/kernel_table.h"
 
 namespace fastdllm::ops {
@@ -167,94 +167,109 @@ void add(const TensorView& a, const TensorView& b, const TensorView& out) {
 }
 
 static void check_kv(const PagedKV& kv, const char* op) {
-  FDL_CHECK(kv.base != nullptr && kv.page_table != nullptr, op, ": the KV cache is not set up");
-  FDL_CHECK(kv.dtype == DType::F32, op, ": KV cache pages must be float32, got ", dtype_name(kv.dtype));
-  FDL_CHECK(kv.page_size > 0 && kv.head_dim > 0 && kv.num_kv_heads > 0, op, ": bad KV cache geometry");
+  FDL_CHECK(kv.base != nullptr, op, ": the KV cache is not set up");
+  FDL_CHECK(kv.dtype == DType::F32 || kv.dtype == DType::BF16, op, ": KV cache pages must be float32 or bfloat16, got ",
+            dtype_name(kv.dtype));
+  FDL_CHECK(kv.page_size > 0 && kv.head_dim > 0 && kv.num_kv_heads > 0 && kv.num_pages > 0, op,
+            ": bad KV cache geometry");
 }
 
-void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64_t start) {
+// The batch's arrays, where the host can read them (on a GPU the model checked
+// its host copies before the upload): CSR ranges in order, every token's
+// sequence, pages, key limit and write slot inside its sequence's table.
+static void check_batch(const PagedKV& kv, const KVBatch& b, const char* op) {
+  FDL_CHECK(b.num_tokens >= 0 && b.num_seqs >= 0, op, ": negative batch size");
+  if (b.num_tokens == 0) return;
+  FDL_CHECK(b.num_seqs > 0 && b.token_seq && b.positions && b.kv_limit && b.qo_indptr && b.kv_indptr &&
+                b.kv_indices && b.write_offset,
+            op, ": the batch arrays are incomplete");
+  if (kv.device != Device::CPU) return;
+  FDL_CHECK(b.qo_indptr[0] == 0 && b.kv_indptr[0] == 0 && b.qo_indptr[b.num_seqs] == b.num_tokens, op,
+            ": qo_indptr must run from 0 to num_tokens (", b.num_tokens, ") and kv_indptr from 0");
+  for (int s = 0; s < b.num_seqs; ++s) {
+    const int32_t q0 = b.qo_indptr[s], q1 = b.qo_indptr[s + 1], p0 = b.kv_indptr[s], p1 = b.kv_indptr[s + 1];
+    FDL_CHECK(q1 >= q0 && p1 >= p0, op, ": sequence ", s, " has a decreasing qo_indptr or kv_indptr");
+    const int64_t slots = int64_t(p1 - p0) * kv.page_size;
+    for (int32_t p = p0; p < p1; ++p)
+      FDL_CHECK(b.kv_indices[p] >= 0 && b.kv_indices[p] < kv.num_pages, op, ": sequence ", s, " page table entry ",
+                p - p0, " (page ", b.kv_indices[p], ") is outside the ", kv.num_pages, " pages of the cache");
+    FDL_CHECK(b.write_offset[s] == -1 || (b.write_offset[s] >= 0 && b.write_offset[s] + (q1 - q0) <= slots), op,
+              ": sequence ", s, " writes slots [", b.write_offset[s], ", ", b.write_offset[s] + (q1 - q0),
+              ") outside the ", slots, " its page table holds");
+    for (int32_t t = q0; t < q1; ++t) {
+      FDL_CHECK(b.token_seq[t] == s, op, ": token ", t, " is in sequence ", s, "'s range but token_seq says ",
+                b.token_seq[t]);
+      FDL_CHECK(b.kv_limit[t] >= 0 && b.kv_limit[t] <= slots, op, ": token ", t, " sees ", b.kv_limit[t],
+                " keys, outside the ", slots, " slots of its sequence's page table");
+      FDL_CHECK(b.positions[t] >= 0, op, ": negative position ", b.positions[t], " at token ", t);
+    }
+  }
+}
+
+void kv_write(const PagedKV& kv, const KVBatch& b, const TensorView& k, const TensorView& v) {
   const char* op = "kv_write";
   check_kv(kv, op);
+  check_batch(kv, b, op);
   expect(k, op, "k", 3);
   expect(v, op, "v", 3);
   expect_dtype(k, op, "k", DType::F32);
   expect_dtype(v, op, "v", DType::F32);
   FDL_CHECK(k.shape == v.shape, op, ": k ", k.describe(), " and v ", v.describe(), " differ");
-  FDL_CHECK(k.shape[1] == kv.num_kv_heads && k.shape[2] == kv.head_dim, op, ": k ", k.describe(),
-            " must be [L, ", kv.num_kv_heads, ", ", kv.head_dim, "]");
-  FDL_CHECK(start >= 0 && start + k.shape[0] <= kv.capacity(), op, ": tokens [", start, ", ",
-            start + k.shape[0], ") exceed the ", kv.capacity(), " tokens of the page table");
-  need(kernels(kv.device).kv_write, op, kv.device)(kv, k.ptr<float>(), v.ptr<float>(), k.shape[0], start);
+  FDL_CHECK(k.shape[0] == b.num_tokens && k.shape[1] == kv.num_kv_heads && k.shape[2] == kv.head_dim, op, ": k ",
+            k.describe(), " must be [", b.num_tokens, ", ", kv.num_kv_heads, ", ", kv.head_dim, "]");
+  FDL_CHECK(k.device == kv.device, op, ": k is on ", device_name(k.device), ", the cache on ", device_name(kv.device));
+  need(kernels(kv.device).kv_write, op, kv.device)(kv, b, k.ptr<float>(), v.ptr<float>());
 }
 
-void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& inv_freq,
-                     const PagedKV& kv, int64_t start, const TensorView& q_out) {
+void qkv_rope_append(const TensorView& qkv, const TensorView& inv_freq, const PagedKV& kv, const KVBatch& b,
+                     const TensorView& q_out) {
   const char* op = "qkv_rope_append";
   check_kv(kv, op);
+  check_batch(kv, b, op);
   expect(qkv, op, "qkv", 2);
-  expect(positions, op, "positions", 1);
   expect(inv_freq, op, "inv_freq", 1);
   expect(q_out, op, "q_out", 3);
   expect_dtype(qkv, op, "qkv", DType::F32);
-  expect_dtype(positions, op, "positions", DType::I32);
   expect_dtype(inv_freq, op, "inv_freq", DType::F32);
   expect_dtype(q_out, op, "q_out", DType::F32);
   const int64_t len = qkv.shape[0], heads = q_out.shape[1], hd = kv.head_dim;
+  FDL_CHECK(len == b.num_tokens, op, ": qkv ", qkv.describe(), " must have one row per batch token (", b.num_tokens,
+            ")");
   FDL_CHECK(q_out.shape[0] == len && q_out.shape[2] == hd, op, ": q_out ", q_out.describe(), " must be [", len,
             ", heads, ", hd, "]");
   FDL_CHECK(qkv.shape[1] == (heads + 2 * kv.num_kv_heads) * hd, op, ": qkv ", qkv.describe(), " must have (",
             heads, " + 2 x ", kv.num_kv_heads, ") x ", hd, " columns");
   FDL_CHECK(hd % 2 == 0 && inv_freq.shape[0] == hd / 2, op, ": inv_freq ", inv_freq.describe(),
             " must have head_dim/2 entries");
-  FDL_CHECK(positions.shape[0] == len, op, ": positions ", positions.describe(), " does not match qkv ",
-            qkv.describe());
-  if (start == kSlotsFromPositions) {
-    if (positions.device == Device::CPU) {  // on a GPU the positions are device data: the caller guarantees them
-      const int32_t* pp = positions.ptr<int32_t>();
-      for (int64_t t = 0; t < len; ++t)
-        FDL_CHECK(pp[t] >= 0 && pp[t] < kv.capacity(), op, ": position ", pp[t], " at index ", t,
-                  " is outside the ", kv.capacity(), " tokens of the page table");
-    }
-  } else {
-    FDL_CHECK(start >= 0 && start + len <= kv.capacity(), op, ": tokens [", start, ", ", start + len,
-              ") exceed the ", kv.capacity(), " tokens of the page table");
-  }
-  need(kernels(qkv.device).qkv_rope_append, op, qkv.device)(qkv.ptr<float>(), len, heads, positions.ptr<int32_t>(),
-                                                            inv_freq.ptr<float>(), kv, start, q_out.ptr<float>());
+  same_device(qkv, q_out, op);
+  FDL_CHECK(qkv.device == kv.device, op, ": qkv is on ", device_name(qkv.device), ", the cache on ",
+            device_name(kv.device));
+  need(kernels(qkv.device).qkv_rope_append, op, qkv.device)(qkv.ptr<float>(), heads, inv_freq.ptr<float>(), kv, b,
+                                                            q_out.ptr<float>());
 }
 
-void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
-               const TensorView& kv_limit, const TensorView& mask, const TensorView& out) {
+void attention(const TensorView& q, const PagedKV& kv, const KVBatch& b, float scale, const TensorView& out,
+               const AttentionPlanView& plan) {
   const char* op = "attention";
   check_kv(kv, op);
+  check_batch(kv, b, op);
   expect(q, op, "q", 3);
   expect(out, op, "out", 2);
   expect_dtype(q, op, "q", DType::F32);
   expect_operand(out, op, "out");
   same_device(q, out, op);
+  FDL_CHECK(q.device == kv.device, op, ": q is on ", device_name(q.device), ", the cache on ", device_name(kv.device));
   const int64_t lq = q.shape[0], heads = q.shape[1];
+  FDL_CHECK(lq == b.num_tokens, op, ": q ", q.describe(), " must have one row per batch token (", b.num_tokens, ")");
   FDL_CHECK(q.shape[2] == kv.head_dim, op, ": q ", q.describe(), " head_dim differs from the cache's ",
             kv.head_dim);
   FDL_CHECK(heads % kv.num_kv_heads == 0, op, ": ", heads, " query heads are not a multiple of ",
             kv.num_kv_heads, " kv heads");
   FDL_CHECK(out.shape[0] == lq && out.shape[1] == heads * kv.head_dim, op, ": out ", out.describe(),
             " must be [", lq, ", ", heads * kv.head_dim, "]");
-  FDL_CHECK(n_kv >= 0 && n_kv <= kv.capacity(), op, ": n_kv=", n_kv, " exceeds the ", kv.capacity(),
-            " tokens of the page table");
-  if (kv_limit.defined()) {
-    expect(kv_limit, op, "kv_limit", 1);
-    expect_dtype(kv_limit, op, "kv_limit", DType::I32);
-    FDL_CHECK(kv_limit.shape[0] == lq, op, ": kv_limit ", kv_limit.describe(), " needs one entry per query");
-  }
-  if (mask.defined()) {
-    expect(mask, op, "mask", 2);
-    expect_dtype(mask, op, "mask", DType::U8);
-    FDL_CHECK(mask.shape[0] == lq && mask.shape[1] == n_kv, op, ": mask ", mask.describe(), " must be [",
-              lq, ", ", n_kv, "]");
-  }
-  need(kernels(q.device).attention, op, q.device)(q.ptr<float>(), lq, heads, kv, n_kv, scale,
-                                                  kv_limit.ptr<int32_t>(), mask.ptr<uint8_t>(),
-                                                  out.data, out.dtype);
+  FDL_CHECK(q.device == Device::CPU || (plan.work && plan.work_count && plan.part_base && plan.part_count), op,
+            ": on ", device_name(q.device), " attention needs a plan (plans::plan_attention)");
+  need(kernels(q.device).attention, op, q.device)(q.ptr<float>(), heads, kv, b, scale, plan, out.data, out.dtype);
 }
 
 void argmax_prob(const TensorView& logits, const TensorView& index, const TensorView& prob) {
@@ -322,52 +337,6 @@ void sampling_candidates(const TensorView& logits, const SamplingOptions& s, con
       count.ptr<int32_t>(), cand.ptr<int32_t>());
 }
 
-void denoise_decide(const TensorView& state, const TensorView& index, const TensorView& prob,
-                    const TensorView& staging, const DenoiseShape& d, int32_t ran) {
-  const char* op = "denoise_decide";
-  expect(state, op, "state", 1);
-  expect(index, op, "index", 2);
-  expect(prob, op, "prob", 2);
-  expect(staging, op, "staging", 1);
-  expect_dtype(state, op, "state", DType::I32);
-  expect_dtype(index, op, "index", DType::I32);
-  expect_dtype(prob, op, "prob", DType::F32);
-  expect_dtype(staging, op, "staging", DType::I32);
-  FDL_CHECK(ran == denoise::kFull || ran == denoise::kSub, op, ": ran must be kFull (1) or kSub (2), got ", ran);
-  FDL_CHECK(d.block > 0 && d.sub > 0 && d.block % d.sub == 0 && d.pages >= 0, op, ": block (", d.block,
-            ") must be a positive multiple of sub (", d.sub, ")");
-  FDL_CHECK(d.rows_full >= d.sub && d.rows_sub >= d.sub, op, ": rows_full (", d.rows_full, ") and rows_sub (",
-            d.rows_sub, ") must be >= sub (", d.sub, ")");
-  FDL_CHECK(state.shape[0] == denoise::state_words(d.block, d.pages), op, ": state must hold ",
-            denoise::state_words(d.block, d.pages), " words (header + block + page table), got ", state.describe());
-  const int64_t rows = ran == denoise::kFull ? d.rows_full : d.rows_sub;
-  FDL_CHECK(index.shape[0] >= rows && index.shape[1] == 2 && prob.shape == index.shape, op,
-            ": index and prob must be [>= ", rows, ", 2], got ", index.describe(), " and ", prob.describe());
-  const int64_t need_len = denoise::max_step_inputs_len(d.block, d.sub, d.pages, d.rows_full, d.rows_sub);
-  FDL_CHECK(staging.shape[0] >= need_len, op, ": staging must hold >= ", need_len, " words, got ",
-            staging.describe());
-  same_device(state, index, op);
-  same_device(state, prob, op);
-  same_device(state, staging, op);
-  if (state.device == Device::CPU) {  // the header must agree with the shape (a GPU's is not readable here)
-    const auto& h = *reinterpret_cast<const denoise::DenoiseHeader*>(state.ptr<int32_t>());
-    FDL_CHECK(h.block == d.block && h.sub == d.sub && h.pages == d.pages && h.rows_full == d.rows_full &&
-                  h.rows_sub == d.rows_sub && h.sub_block >= 0 && h.sub_block < d.block / d.sub &&
-                  h.pb_off >= 0 && h.pb_off <= d.block,
-              op, ": the state's header does not match the shape (block ", h.block, ", sub ", h.sub, ", pages ",
-              h.pages, ", sub_block ", h.sub_block, ")");
-  }
-  need(kernels(state.device).denoise_decide, op, state.device)(state.ptr<int32_t>(), index.ptr<int32_t>(),
-                                                               prob.ptr<float>(), staging.ptr<int32_t>(), ran, d.sub);
-}
-
-void set_graph_condition(uint64_t condition, const TensorView& flag, int32_t value) {
-  const char* op = "set_graph_condition";
-  expect_dtype(flag, op, "flag", DType::I32);
-  FDL_CHECK(flag.numel() >= 1, op, ": flag is empty");
-  need(kernels(flag.device).set_graph_condition, op, flag.device)(condition, flag.ptr<int32_t>(), value);
-}
-
 void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out) {
   const char* op = "gather_rows";
   expect(x, op, "x", 2);
@@ -405,6 +374,25 @@ void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView&
   same_device(x, out, op);
   need(kernels(x.device).linear_silu_mul, op, x.device)(x.ptr<float>(), static_cast<const uint16_t*>(w.data),
                                                         out.ptr<float>(), x.shape[0], w.shape[0] / 2, x.shape[1]);
+}
+
+WeightPacking weight_packing(Device device, DType dtype, int64_t intermediate_size) {
+  WeightPacking w;
+  w.packed = device == Device::CPU && dtype == DType::BF16;
+  w.fused_mlp = w.packed && intermediate_size % cpu::kPanelRows == 0;
+  return w;
+}
+
+int64_t packed_weight_elems(int64_t rows, int64_t cols) { return cpu::packed_elems(rows, cols); }
+
+void pack_weight_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t cols, uint16_t* dst) {
+  cpu::pack_bf16_rows(src, rows, row0, cols, dst);
+}
+
+void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t inter, int64_t cols, uint16_t* dst) {
+  FDL_CHECK(inter % cpu::kPanelRows == 0, "pack_gate_up_rows: the intermediate size ", inter,
+            " is not a multiple of ", cpu::kPanelRows);
+  cpu::pack_gate_up_rows(src, rows, row0, inter, cols, dst);
 }
 
 }  // namespace fastdllm::ops

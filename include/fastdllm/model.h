@@ -1,24 +1,31 @@
-// The Qwen2 / Fast-dLLM v2 decoder on one device. Weights are handed over one
-// tensor at a time (from the Python loader's memory maps) and copied once into
-// the model's own storage in the compute dtype; q/k/v and gate/up are fused into
-// one matrix each so that a forward reads every weight once.
+// The Qwen2 / Fast-dLLM v2 decoder on one device, over a ragged batch: the
+// tokens of many sequences in one forward, each sequence with its own pages in
+// the KV store (fastdllm/paged_kv.h), its own positions and key limits, and
+// its own output rows. The model knows no decode rule and no page ownership:
+// the runtime's scheduler says which tokens run, which slots they write and
+// which rows it wants back, in which form.
+//
+// Weights are handed over one tensor at a time (from the Python loader's memory
+// maps) and copied once into the model's own storage (model/qwen2_weights.h).
+// A forward is planned from the batch's composition, then run
+// (model/forward_plan.h, model/forward_runner.h).
 #pragma once
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <vector>
 
-#include "fastdllm/kv_cache.h"
 #include "fastdllm/ops.h"
+#include "fastdllm/paged_kv.h"
 #include "fastdllm/tensor.h"
 
 namespace fastdllm {
 
-class GraphCache;
-struct StepInputs;
+class Qwen2Weights;
+class ForwardRunner;
+struct ForwardPlan;
+struct EncodeOutputs;
 
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0;
@@ -28,23 +35,31 @@ struct ModelConfig {
   void validate() const;  // throws InvalidArgument naming the config key
 };
 
-// One forward: n new tokens at absolute positions, their K/V written to tokens
-// [write_start, write_start + n) of the page table, attention over the first
-// n_kv tokens with an optional per-query key limit and/or boolean mask, logits
-// for the requested rows only.
-struct ForwardArgs {
+// One forward (host arrays). Sequence s owns tokens [qo_indptr[s],
+// qo_indptr[s+1]) and the pages kv_indices[kv_indptr[s] .. kv_indptr[s+1]);
+// its token i writes its K/V to slot write_offset[s] + (i - qo_indptr[s]) and
+// sees slots [0, kv_limit[i]). Output rows are batch token indices:
+//   greedy_rows   the top-2 tokens and probabilities (ops::lm_head_top2);
+//   sample_rows   sampling's candidates under sample_options[r] (per row; a
+//                 sequence's rows share one);
+//   logit_rows    the raw fp32 logits (scoring, tests).
+struct ForwardBatch {
+  int num_seqs = 0;
+  int64_t num_tokens = 0;
   const int32_t* tokens = nullptr;
   const int32_t* positions = nullptr;
-  int64_t n = 0;
-  const PagePool* pool = nullptr;
-  const int32_t* page_table = nullptr;
-  int num_pages = 0;
-  int64_t write_start = 0;
-  int64_t n_kv = 0;
-  const int32_t* kv_limit = nullptr;  // [n] or null
-  const uint8_t* mask = nullptr;      // [n, n_kv] or null
+  const int32_t* kv_limit = nullptr;
+  const int32_t* qo_indptr = nullptr;
+  const int32_t* kv_indptr = nullptr;
+  const int32_t* kv_indices = nullptr;
+  const int32_t* write_offset = nullptr;
+  const int32_t* greedy_rows = nullptr;
+  int64_t num_greedy = 0;
+  const int32_t* sample_rows = nullptr;
+  const ops::SamplingOptions* sample_options = nullptr;
+  int64_t num_sample = 0;
   const int32_t* logit_rows = nullptr;
-  int64_t n_logits = 0;
+  int64_t num_logits = 0;
 };
 
 // Sampling's forward result per requested row (host memory): what
@@ -64,6 +79,23 @@ struct SamplingCandidates {
   }
 };
 
+// Where a forward's results go (host memory), sized by the batch's row counts.
+struct ForwardOutputs {
+  int32_t* top2_index = nullptr;  // [num_greedy, 2]
+  float* top2_prob = nullptr;     // [num_greedy, 2]
+  SamplingCandidates* candidates = nullptr;  // resized to num_sample rows
+  float* logits = nullptr;        // [num_logits, vocab_size]
+};
+
+// What a plan chose, for tests and tools (Model::describe_plan).
+struct PlanSummary {
+  int64_t tokens = 0, seqs = 0;          // as run (padded for a replayable graph)
+  int64_t greedy_rows = 0;               // as run
+  bool replayable = false;               // a CUDA graph of this shape may serve it
+  int64_t attention_work = 0, attention_splits_max = 0, keys_per_split = 0;
+  std::string gemm;                      // plans::GemmKind of the layers' GEMMs for these rows
+};
+
 class Model {
  public:
   Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU);
@@ -72,111 +104,45 @@ class Model {
   const ModelConfig& config() const { return config_; }
   DType weight_dtype() const { return weight_dtype_; }
   Device device() const { return device_; }
-  KVGeometry kv_geometry(int page_size) const;
+  // The KV pages this model reads and writes; kv_dtype float32 or bfloat16.
+  KVGeometry kv_geometry(int page_size, DType kv_dtype) const;
 
   // Names and shapes the checkpoint must provide (lm_head.weight only when untied).
-  const std::map<std::string, std::vector<int64_t>>& expected_weights() const { return expected_; }
+  const std::map<std::string, std::vector<int64_t>>& expected_weights() const;
   // Copies (and converts) one checkpoint tensor; data is row-major in src_dtype.
-  void set_weight(const std::string& name, const void* data, DType src_dtype,
-                  const std::vector<int64_t>& shape);
+  void set_weight(const std::string& name, const void* data, DType src_dtype, const std::vector<int64_t>& shape);
   // Checks that every expected weight was set; throws naming the first missing one.
   void finalize();
-  bool ready() const { return ready_; }
+  bool ready() const;
 
-  // Writes n_logits x vocab_size fp32 logits to out (host memory).
-  void forward(const ForwardArgs& args, float* logits_out);
-  // Greedy decoding's forward: per requested row, index/prob [n_logits, 2] (host)
-  // get the top-1 token and the best other token with their softmax
-  // probabilities (ops::lm_head_top2); the logits are never materialised.
-  void forward_top2(const ForwardArgs& args, int32_t* index_out, float* prob_out);
-  // Sampling's forward: the lm_head and ops::sampling_candidates run on the
-  // model's device; only the candidates come to the host (on a GPU: one wait
-  // for every row's first kCandidatePrefix candidates, one more per row beyond).
-  void forward_candidates(const ForwardArgs& args, const ops::SamplingOptions& options, SamplingCandidates* out);
-  static constexpr int64_t kCandidatePrefix = 1024;
+  // One forward of a ragged batch over the pages of `kv` (validated first:
+  // a bad batch throws InvalidArgument before anything runs).
+  void forward(const ForwardBatch& batch, const KVStore& kv, const ForwardOutputs& out);
+  // The plan forward() would make for this batch.
+  PlanSummary describe_plan(const ForwardBatch& batch, const KVStore& kv) const;
 
-  // Denoising forwards whose threshold decisions stay on the model's device
-  // (ops/denoise_rule.h; the decode loop in runtime/generation.cc uses them).
-  // denoise_begin puts a block's state (denoise header, block tokens, page
-  // table; the header's `go` names the forward to run) and that forward's step
-  // inputs on the device. Each denoise_launch queues one forward of `kind` (the
-  // lm_head's greedy top-2 for the sub-block's positions) that runs only if the
-  // device's state names that kind when it is reached, then the decisions
-  // (ops::denoise_decide), then a copy of the header and block tokens into
-  // `result` (denoise::kHeaderWords + block words of host memory, page-locked
-  // on a GPU), complete once `event` has been waited for (on the CPU at once).
-  // The first launch after a begin must be of the kind it names. Speculative
-  // launches, queued before the host has read the previous result, replay
-  // captured graphs only and return false (queueing nothing) where there is
-  // none, or when another owner's state has been put on the device since.
-  void denoise_begin(const void* owner, const int32_t* state, const PagePool* pool);
-  bool denoise_launch(const void* owner, int32_t kind, bool speculative, int32_t* result, void* event);
-
-  // On CUDA, forwards without a mask replay captured graphs (runtime/graph_cache.h;
-  // FASTDLLM_CUDA_GRAPHS=0 turns them off): how many ran eagerly, were captured,
-  // were replayed. All zero on the CPU.
+  // On CUDA, greedy forwards replay captured graphs keyed by (token bucket,
+  // sequence bucket, output rows) (model/graph_cache.h; FASTDLLM_CUDA_GRAPHS=0
+  // turns them off): how many ran eagerly, were captured, were replayed. All
+  // zero on the CPU.
   struct GraphRuns {
-    int64_t eager = 0, captured = 0, replayed = 0, speculative = 0;
+    int64_t eager = 0, captured = 0, replayed = 0;
   };
-  GraphRuns graph_runs() const { return {graph_runs_[0], graph_runs_[1], graph_runs_[2], graph_runs_[3]}; }
+  GraphRuns graph_runs() const;
 
  private:
-  struct Layer {
-    Buffer qkv_w, qkv_b, o_w, gate_up_w, down_w, in_norm, post_norm;
-  };
-  Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
-  TensorView weight_view(const Buffer& b, std::initializer_list<int64_t> dims, bool packed) const;
-  void check_forward(const ForwardArgs& a) const;
-  // Where a forward writes its result: logits, the greedy top-2 (index, prob),
-  // or sampling's candidates (the logits then being scratch).
-  struct Output {
-    float* logits = nullptr;
-    int32_t* index = nullptr;
-    float* prob = nullptr;
-    float* stats = nullptr;
-    int32_t* count = nullptr;
-    int32_t* cand = nullptr;
-    ops::SamplingOptions sampling;
-  };
-  struct Arena {
-    static constexpr int kSlots = 8;
-    float* slot[kSlots];
-  };
-  Arena arena(int64_t n, int64_t n_logits);
-  void run(const ForwardArgs& args, const Output& out);
-  void download_candidates(const Output& dev, const Output& out, int64_t rows);
-  void encode(const ForwardArgs& args, const Arena& arena, const int32_t* step, const uint8_t* mask,
-              const Output& out);
+  friend class ForwardRunner;
+  void check_batch(const ForwardBatch& b, const KVStore& kv) const;
+  // The forward's launches, reading every per-step array from the step inputs
+  // (so that a captured graph of them can be replayed for the next step).
+  void encode(const ForwardPlan& plan, const int32_t* step, const KVStore& kv, float* const* arena,
+              const EncodeOutputs& out) const;
 
   ModelConfig config_;
   DType weight_dtype_;
   Device device_;
-  bool packed_ = false;     // bf16 matrices in the packed layout
-  bool fused_mlp_ = false;  // gate/up interleaved; SiLU*mul in the gate/up GEMM's epilogue
-  Buffer embed_, lm_head_, final_norm_, inv_freq_;
-  std::vector<Layer> layers_;
-  std::map<std::string, std::vector<int64_t>> make_expected_weights() const;
-  std::map<std::string, std::vector<int64_t>> expected_;  // name -> shape, from the config once
-  std::set<std::string> loaded_;
-  bool ready_ = false;
-  // Activation arena, grown to the largest forward seen and reused; on a GPU
-  // also the staging of per-forward host arrays and the logits before download.
-  Buffer act_;
-  Buffer staging_, logits_dev_;
-  std::unique_ptr<StepInputs> step_;
-  std::vector<int32_t> top2_host_;  // the greedy results as they come down from a GPU
-  std::unique_ptr<GraphCache> graphs_;  // CUDA only
-  uint64_t buffers_epoch_ = 0;          // bumped when act_/staging_/logits_dev_/denoise_state_ move
-  uint64_t graph_epoch() const;
-  void grow_buffers(const std::function<void()>& grow);  // runs grow; a moved buffer starts a new epoch
-  int64_t graph_runs_[4] = {0, 0, 0, 0};
-  // Device decisions: the state on the device, whose it is, its shape
-  // (the header as begun) and the pool the forwards write to.
-  Buffer denoise_state_;
-  const void* denoise_owner_ = nullptr;
-  std::vector<int32_t> denoise_header_;
-  const PagePool* denoise_pool_ = nullptr;
-  bool guarded_graphs_failed_ = false;  // the driver refused a conditional graph: launches stay eager
+  std::unique_ptr<Qwen2Weights> weights_;
+  std::unique_ptr<ForwardRunner> runner_;
 };
 
 }  // namespace fastdllm

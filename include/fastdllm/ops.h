@@ -1,31 +1,14 @@
 // The op interface: one front-end per op. Each validates shapes, dtypes and
-// devices, then dispatches by device x dtype in csrc/ops/dispatch.cc. Activations
-// are fp32; weights may be fp32, fp16 or bf16 (upcast in registers).
+// devices, then dispatches by device in csrc/ops/kernel_table.cc. Activations
+// are fp32; weights may be fp32, fp16 or bf16 (upcast in registers); KV pages
+// fp32 or bf16.
 #pragma once
 #include <cstdint>
 
+#include "fastdllm/paged_kv.h"
 #include "fastdllm/tensor.h"
 
 namespace fastdllm {
-
-// One layer's K and V inside a paged cache. Token t of the sequence lives in
-// page page_table[t / page_size], row t % page_size. A head's block starts at
-// base + page * page_stride + {k,v}_offset + head * head_stride (head_stride =
-// page_size * head_dim); inside it V is row-major [row][head_dim] and K is
-// transposed [head_dim][row] (the CPU attention's score loop runs over rows).
-struct PagedKV {
-  void* base = nullptr;
-  DType dtype = DType::F32;
-  Device device = Device::CPU;
-  int64_t page_stride = 0;
-  int64_t k_offset = 0, v_offset = 0;
-  int64_t head_stride = 0;
-  int page_size = 0, head_dim = 0, num_kv_heads = 0;
-  const int32_t* page_table = nullptr;
-  int num_pages = 0;
-
-  int64_t capacity() const { return int64_t(num_pages) * page_size; }
-};
 
 namespace ops {
 
@@ -57,32 +40,32 @@ void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView&
 // out = a + b (same shape; out may alias either).
 void add(const TensorView& a, const TensorView& b, const TensorView& out);
 
-// Writes k, v [L, kv_heads, head_dim] (fp32) to tokens [start, start+L) of the cache.
-void kv_write(const PagedKV& kv, const TensorView& k, const TensorView& v, int64_t start);
+// Writes k, v [num_tokens, kv_heads, head_dim] (fp32) to each token's cache
+// slot: token i of sequence s at slot batch.write_offset[s] + (i - qo_indptr[s])
+// of s's pages (fastdllm/paged_kv.h), rounded to the pages' dtype.
+void kv_write(const PagedKV& kv, const KVBatch& batch, const TensorView& k, const TensorView& v);
 
-// The fused step after the QKV projection: qkv [L, (heads + 2 * kv_heads) * head_dim]
-// is split; q gets RoPE into q_out [L, heads, head_dim]; k gets RoPE and, with v,
-// goes straight into tokens [start, start+L) of the cache. Same math as
-// rope + kv_write, one pass over the data.
-// start == kSlotsFromPositions: token t goes to cache slot positions[t] instead
-// (the decode loop always writes a token at its position); then nothing that
-// changes from step to step is a kernel argument, which lets a CUDA graph of the
-// forward be replayed.
-constexpr int64_t kSlotsFromPositions = -1;
-void qkv_rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& inv_freq,
-                     const PagedKV& kv, int64_t start, const TensorView& q_out);
+// The fused step after the QKV projection: qkv [num_tokens, (heads + 2 *
+// kv_heads) * head_dim] is split; q gets RoPE (at batch.positions) into q_out
+// [num_tokens, heads, head_dim]; k gets RoPE and, with v, goes straight into
+// each token's cache slot (as kv_write). Nothing that changes from step to step
+// is a kernel argument (it is all in the batch arrays), so a CUDA graph of the
+// forward can be replayed.
+void qkv_rope_append(const TensorView& qkv, const TensorView& inv_freq, const PagedKV& kv, const KVBatch& batch,
+                     const TensorView& q_out);
 
 // out[i, :] = x[rows[i], :]  (x, out fp32; rows I32 on x's device, each in [0, x.shape[0])).
 void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& out);
 
-// Scaled dot-product attention of q [Lq, heads, head_dim] over the first n_kv
-// tokens of the cache, GQA (query head h reads kv head h / (heads / kv_heads)).
-// Visibility: key j is visible to query i iff j < kv_limit[i] (when kv_limit is
-// given) and mask[i, j] != 0 (when mask [Lq, n_kv] uint8 is given). A query that
-// sees no key gets a zero output. out [Lq, heads * head_dim] fp32, or bf16 when it is
-// the operand of a bf16 GEMM (as rms_norm).
-void attention(const TensorView& q, const PagedKV& kv, int64_t n_kv, float scale,
-               const TensorView& kv_limit, const TensorView& mask, const TensorView& out);
+// Scaled dot-product attention of a ragged batch: query i (q [num_tokens,
+// heads, head_dim]) of sequence s attends to slots [0, batch.kv_limit[i]) of
+// s's pages, GQA (query head h reads kv head h / (heads / kv_heads)). A query
+// that sees no key gets a zero output. out [num_tokens, heads * head_dim] fp32,
+// or bf16 / fp16 when it is the operand of a half GEMM (as rms_norm). On CUDA
+// the work is split as `plan` says (core/launch_plans.h: plans::plan_attention
+// for this batch, its arrays on the device); the CPU ignores it.
+void attention(const TensorView& q, const PagedKV& kv, const KVBatch& batch, float scale, const TensorView& out,
+               const AttentionPlanView& plan = AttentionPlanView());
 
 // Per row of logits [M, V] (fp32): index of the first maximum and its softmax
 // probability, without materialising the softmax.
@@ -111,24 +94,21 @@ struct SamplingOptions {
 void sampling_candidates(const TensorView& logits, const SamplingOptions& options, const TensorView& stats,
                          const TensorView& count, const TensorView& candidates);
 
-// The threshold decisions of one denoising forward on the device that ran it
-// (ops/denoise_rule.h): state I32 [denoise::state_words(block, pages)] holds the
-// block; index I32 / prob F32 [rows, 2] are the forward's top-2 for the
-// sub-block's positions (rows >= sub); ran is the forward's kind
-// (denoise::kFull / kSub). Unmasks, finds what comes next and, when that is
-// another denoising forward, writes its step inputs to staging I32 (at least
-// denoise::step_inputs_len long for either kind) and names it in the state's
-// `go`. The shape arguments repeat the header's, which a GPU cannot check.
-struct DenoiseShape {
-  int block = 0, sub = 0, pages = 0, rows_full = 0, rows_sub = 0;
+// How a backend stores a weight matrix, decided once at load (cpu/packed_weights.h
+// on the CPU): bf16 matrices on the CPU are repacked into GEMM panels, gate/up
+// interleaved when the intermediate size allows the fused SiLU*mul epilogue.
+struct WeightPacking {
+  bool packed = false;     // bf16 panels instead of row-major
+  bool fused_mlp = false;  // gate/up interleaved for linear_silu_mul
 };
-void denoise_decide(const TensorView& state, const TensorView& index, const TensorView& prob,
-                    const TensorView& staging, const DenoiseShape& shape, int32_t ran);
-
-// The first node of a guarded CUDA graph (cuda::graph_capture_if): sets the
-// graph's IF condition (a cudaGraphConditionalHandle) to flag[0] == value,
-// flag I32 on the device. CUDA only.
-void set_graph_condition(uint64_t condition, const TensorView& flag, int32_t value);
+WeightPacking weight_packing(Device device, DType dtype, int64_t intermediate_size);
+// Elements (bf16) a packed [rows, cols] matrix takes.
+int64_t packed_weight_elems(int64_t rows, int64_t cols);
+// Packs rows [row0, row0 + rows) of a row-major bf16 matrix with cols columns
+// into dst, the whole packed matrix (its padding zeroed by the caller).
+void pack_weight_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t cols, uint16_t* dst);
+// The same for rows of the logical [gate; up] matrix of a fused MLP (inter rows each).
+void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t inter, int64_t cols, uint16_t* dst);
 
 }  // namespace ops
 }  // namespace fastdllm

@@ -1,7 +1,7 @@
 """fastdllm_rt: a fast runtime for block-diffusion LLMs (Fast-dLLM v2)."""
 from . import _C
 from ._C import MemoryBudgetError, cpu_isa
-from .engine import Engine, GenerationResult
+from .engine import Engine, GenerationError, GenerationResult, TextStream
 from .errors import LoadError
 from .generation_config import GenerationConfig
 from .loader import ModelConfig, load_model, read_config
@@ -21,10 +21,12 @@ def cuda_status() -> dict:
 __all__ = [
     "Engine",
     "GenerationConfig",
+    "GenerationError",
     "GenerationResult",
     "LoadError",
     "MemoryBudgetError",
     "ModelConfig",
+    "TextStream",
     "cpu_isa",
     "cuda_status",
     "load_model",

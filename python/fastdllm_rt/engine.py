@@ -1,42 +1,52 @@
-"""Engine: a model folder loaded for generation.
+"""Engine: a model folder loaded for generation, for one user or many.
 
     engine = fastdllm_rt.Engine("path/to/Fast_dLLM_v2_1.5B")
     for delta in engine.stream("Why is the sky blue?"):
         print(delta, end="", flush=True)
 
-Python does the text (tokenizer, chat template, detokenization); every forward,
-the KV cache and the block / sub-block / threshold loop run in C++ (_C), one
-call per forward with the GIL released.
+Python does the text (tokenizer, chat template, detokenization). A background
+thread in C++ (_C.EngineLoop, runtime/engine_loop.h) owns the model, the KV
+cache and every running sequence, and runs one batched forward per step over
+all of them (continuous batching). Every method here may be called from any
+thread at once: requests are validated on the caller's thread, then share
+forwards with everyone else's. The GIL is released while C++ runs or waits.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
 
 from . import _C
 from .generation_config import GenerationConfig
 from .loader import load_model, read_config
-from .text import IncrementalDetokenizer, Messages, Prompt, TextTokenizer
+from .text import IncrementalDetokenizer, Prompt, TextTokenizer
 
 DEVICES = ("auto", "cpu", "cuda")
+KV_DTYPES = ("auto", "float32", "bfloat16")
+_POLL_S = 0.2  # a blocked wait wakes this often, so Ctrl-C reaches a waiting thread
 
 
 @dataclass
 class GenerationResult:
-    text: Optional[str]              # None when generated from ids on a model folder without a tokenizer
+    text: Optional[str]              # None when generated from ids (generate_ids) or without a tokenizer
     token_ids: List[int]             # generated ids (prompt excluded), truncated after the first stop token
     finish_reason: str               # "stop" (stop token produced) or "length" (block budget used up)
-    num_forwards: int                # model forwards, counted as the spec counts them
+    num_forwards: int                # model forwards this sequence took, counted as the spec counts them
     prompt_tokens: int
-    timings: Dict[str, float] = field(default_factory=dict)  # seconds: prefill, decode, total
+    cached_prompt_tokens: int = 0    # prompt tokens whose KV came from the prefix cache
+    timings: Dict[str, float] = field(default_factory=dict)  # seconds: total_s, first_forward_s
 
     @property
     def tokens_per_forward(self) -> float:
         return len(self.token_ids) / self.num_forwards if self.num_forwards else 0.0
+
+
+class GenerationError(RuntimeError):
+    """A request failed while it ran (the engine and the other requests carry on)."""
 
 
 def parse_bytes(value: Union[int, str, None], name: str) -> Optional[int]:
@@ -57,8 +67,160 @@ def parse_bytes(value: Union[int, str, None], name: str) -> Optional[int]:
     return n
 
 
+def _positive_int(value, name: str, upper: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name} must be at most {upper}, got {value}")
+    return value
+
+
+def _available_host_memory() -> Optional[int]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _result(state: dict, text: Optional[str]) -> GenerationResult:
+    timings = {"total_s": state["finished_s"] - state["submitted_s"]}
+    if state["first_forward_s"]:
+        timings["first_forward_s"] = state["first_forward_s"] - state["submitted_s"]
+    return GenerationResult(text=text, token_ids=list(state["output"]), finish_reason=state["finish_reason"],
+                            num_forwards=state["num_forwards"], prompt_tokens=state["prompt_len"],
+                            cached_prompt_tokens=state["prefix_hit_tokens"], timings=timings)
+
+
+def _check_failed(state: dict) -> None:
+    if state["finish_reason"] == "error":
+        raise GenerationError(f"generation failed: {state['error']}")
+    if state["finish_reason"] == "cancelled":
+        raise GenerationError("the request was cancelled")
+
+
+class TextStream:
+    """Iterator over the text of one request as it is decoded: after every
+    forward, the new text of the contiguous decoded prefix (never revised
+    later), UTF-8 safe. ``close()`` (or dropping the stream, or leaving a
+    ``for`` loop over it early and letting it go) cancels the request and frees
+    its KV pages at once. ``result`` holds the GenerationResult once the stream
+    is exhausted."""
+
+    def __init__(self, engine: "Engine", request, tokenizer: Optional[TextTokenizer]):
+        self._engine = engine
+        self._request = request
+        self._detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        self._tokenizer = tokenizer
+        self._version = 0
+        self._finished = False
+        self.result: Optional[GenerationResult] = None
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def _advance(self, state: dict) -> Optional[str]:
+        """The text a new state adds; sets result when it is the last."""
+        if state["done"]:
+            self._finished = True
+            _check_failed(state)
+            out = list(state["output"])
+            text = self._tokenizer.decode(out) if self._tokenizer is not None else None
+            self.result = _result(state, text)
+            self._engine.last_result = self.result
+            return self._detok.finish(out) if self._detok else ""
+        return self._detok.update(list(state["decoded"])) if self._detok else ""
+
+    def __next__(self) -> str:
+        while not self._finished:
+            self._version = self._request.wait(self._version, _POLL_S)
+            delta = self._advance(self._request.snapshot())
+            if delta:
+                return delta
+        raise StopIteration
+
+    def close(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._request.cancel()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the engine may be gone already
+            pass
+
+    def __enter__(self) -> "TextStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Notifier:
+    """Wakes asyncio waiters: one thread waits for the engine loop's steps (GIL
+    released) and resolves the futures of the requests that changed, so any
+    number of async streams cost one thread."""
+
+    def __init__(self, loop_c):
+        self._c = loop_c
+        self._lock = threading.Lock()
+        self._waiters: List[tuple] = []  # (request, seen version, asyncio loop, future)
+        self._thread: Optional[threading.Thread] = None
+        self._closed = False
+
+    def wait(self, request, seen: int) -> "asyncio.Future":
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if request.wait(seen, 0.0) > seen:
+            fut.set_result(None)
+            return fut
+        with self._lock:
+            if self._closed:
+                fut.set_result(None)
+                return fut
+            self._waiters.append((request, seen, loop, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fastdllm-notifier", daemon=True)
+                self._thread.start()
+        return fut
+
+    @staticmethod
+    def _resolve(fut) -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    def _run(self) -> None:
+        step = 0
+        while True:
+            step = self._c.wait_progress(step, _POLL_S)
+            with self._lock:
+                waiters, keep = self._waiters, []
+                closed = self._closed
+            for w in waiters:
+                request, seen, loop, fut = w
+                if closed or fut.done() or request.wait(seen, 0.0) > seen:
+                    try:
+                        loop.call_soon_threadsafe(self._resolve, fut)
+                    except RuntimeError:  # the event loop is closed
+                        pass
+                else:
+                    keep.append(w)
+            with self._lock:
+                self._waiters = keep + self._waiters[len(waiters):]
+                if closed and not self._waiters:
+                    return
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
 class Engine:
-    """A Fast-dLLM v2 (Qwen2) model folder, ready to generate.
+    """A Fast-dLLM v2 (Qwen2) model folder, ready to generate for many callers.
 
     Args:
         path: Hugging Face model folder (config.json, safetensors, tokenizer files).
@@ -67,49 +229,110 @@ class Engine:
             opt-in ("cuda", which raises a clear error without a device).
         dtype: weight storage dtype: "auto" (the checkpoint's), "bfloat16",
             "float16" or "float32". Compute is fp32.
-        max_seq_len: longest prompt + generation (default: the config's
-            max_position_embeddings, at most 32768).
-        max_memory: KV-cache budget in bytes or as "2GB" (default: enough for
-            max_seq_len). Exceeding it raises MemoryBudgetError.
+        max_seq_len: longest prompt + generation of one request (default: the
+            config's max_position_embeddings, at most 32768).
+        max_memory: KV-cache budget in bytes or as "2GB" (default: room for
+            max_batch_size requests of max_seq_len tokens, at most half the
+            free memory). A request that can never fit raises MemoryBudgetError;
+            one that cannot fit now waits for pages.
         page_size: tokens per KV page; block sizes must be multiples of it.
-        threads: CPU threads (default: all cores).
+        threads: CPU threads of the forwards (default: all cores).
+        max_batch_size: requests decoded together; more wait in a queue.
+        max_batch_tokens: tokens per forward (default 1024 on the CPU, 8192 on
+            a GPU); longer prompts are prefilled in chunks of whole blocks.
+        kv_dtype: "auto" (bfloat16 for bf16 / fp16 models, float32 for fp32
+            ones, which stay token-exact), "bfloat16" or "float32".
+        prefix_cache: share the KV pages of identical prompt prefixes between
+            requests, and keep them after a request ends (evicted least recently
+            used when pages are needed). Outputs are the same with it on or off.
     """
 
     def __init__(self, path: str, device: str = "auto", dtype: str = "auto", max_seq_len: Optional[int] = None,
-                 max_memory: Union[int, str, None] = None, page_size: int = 16, threads: Optional[int] = None):
+                 max_memory: Union[int, str, None] = None, page_size: int = 16, threads: Optional[int] = None,
+                 max_batch_size: int = 16, max_batch_tokens: Optional[int] = None, kv_dtype: str = "auto",
+                 prefix_cache: bool = True):
+        self._loop_c = None
+        self._notifier = None
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
         if device == "cuda" and not _C.cuda_status()["available"]:
             raise ValueError(f"device='cuda' is not available: {_C.cuda_status()['message']}. Use device='cpu'.")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size <= 0:
-            raise ValueError(f"page_size must be a positive integer, got {page_size!r}")
+        if kv_dtype not in KV_DTYPES:
+            raise ValueError(f"kv_dtype must be one of {KV_DTYPES}, got {kv_dtype!r}")
+        if not isinstance(prefix_cache, bool):
+            raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}")
+        _positive_int(page_size, "page_size", 4096)
+        cores = os.cpu_count() or 1
         if threads is not None:
-            _C.set_num_threads(threads)
+            # OpenMP makes a thread (and its stacks) per requested thread: a
+            # typo like threads=100000 must not reach it.
+            _positive_int(threads, "threads", max(64, 4 * cores))
+        _positive_int(max_batch_size, "max_batch_size", 4096)
         self.path = path
         self.device = "cuda" if device == "cuda" else "cpu"
+        if max_batch_tokens is None:
+            max_batch_tokens = 8192 if self.device == "cuda" else 1024
+        _positive_int(max_batch_tokens, "max_batch_tokens", 1 << 20)
         self.config = read_config(path)
         if max_seq_len is None:
             max_seq_len = min(self.config.max_position_embeddings, 32768)
-        if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len <= 0:
-            raise ValueError(f"max_seq_len must be a positive integer, got {max_seq_len!r}")
+        _positive_int(max_seq_len, "max_seq_len", 1 << 24)
         self.max_seq_len = max_seq_len
         self.model = load_model(path, dtype=dtype, config=self.config, device=self.device)
+        self.kv_dtype = kv_dtype if kv_dtype != "auto" else ("float32" if self.model.dtype == "float32" else "bfloat16")
         self.page_size = page_size
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         page_bytes = (self.config.num_hidden_layers * 2 * self.config.num_key_value_heads * page_size
-                      * self.config.head_dim * 4)
+                      * self.config.head_dim * (4 if self.kv_dtype == "float32" else 2))
         budget = parse_bytes(max_memory, "max_memory")
         if budget is None:
-            # The whole context plus the active block (at most 128 tokens) in level 2.
-            max_pages = -(-max_seq_len // page_size) + -(-128 // page_size)
+            # Every batch slot can hold a whole context (plus an active block of
+            # up to 128 tokens), within half the memory that is free now.
+            want = max_batch_size * (-(-max_seq_len // page_size) + -(-128 // page_size))
+            free = _available_host_memory() if self.device == "cpu" else None
+            max_pages = min(want, free // 2 // page_bytes) if free else want
+            max_pages = max(max_pages, -(-max_seq_len // page_size) + -(-128 // page_size))
         else:
             max_pages = budget // page_bytes
             if max_pages < 1:
                 raise ValueError(f"max_memory={max_memory!r} is smaller than one KV page ({page_bytes} bytes)")
-        self.pool = self.model.make_pool(page_size, max_pages)
         self.generation_config = GenerationConfig.from_model_dir(path)
         self.tokenizer = TextTokenizer(path) if os.path.exists(os.path.join(path, "tokenizer.json")) else None
-        self._lock = threading.Lock()  # one generation at a time: the model's activation arena is shared
-        self.last_result: Optional[GenerationResult] = None  # of the last finished stream()
+        self._loop_c = _C.EngineLoop(self.model, page_size, int(max_pages), self.kv_dtype, prefix_cache,
+                                     max_batch_size, max_batch_tokens, threads or 0)
+        self._notifier = _Notifier(self._loop_c)
+        self.last_result: Optional[GenerationResult] = None  # of the last stream that ran to its end
+
+    # ---- lifetime ----------------------------------------------------------------
+    def close(self) -> None:
+        """Stops the engine's thread; requests still running end with an error."""
+        if self._notifier is not None:
+            self._notifier.close()
+        if self._loop_c is not None:
+            self._loop_c.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def stats(self) -> dict:
+        """Counters of the engine so far: model_forwards (batched forwards),
+        sequence_forwards (the sum of sequences over them), batch_size_histogram,
+        prefix_cache_hit_tokens, pages_in_use / pages_cached / pages_total, the
+        request queue, tokens generated."""
+        s = self._loop_c.stats()
+        s["kv_dtype"] = self.kv_dtype
+        s["page_bytes"] = self._loop_c.page_bytes
+        return s
 
     # ---- prompts -------------------------------------------------------------
     def _need_tokenizer(self) -> TextTokenizer:
@@ -140,74 +363,178 @@ class Engine:
             raise ValueError("the prompt encodes to no tokens")
         return ids
 
-    # ---- generation ------------------------------------------------------------
-    def _start(self, ids: Sequence[int], gen: GenerationConfig) -> "_C.Generation":
+    # ---- requests --------------------------------------------------------------
+    def _config(self, overrides) -> GenerationConfig:
+        return self.generation_config.updated(**overrides)
+
+    def _submit(self, ids: Sequence[int], gen: GenerationConfig):
         params = gen.native(block_size=self.config.bd_size, mask_id=self.config.mask_token_id,
                             stop_id=self.config.stop_token_id, max_seq_len=self.max_seq_len)
         try:
             ids = [int(t) for t in ids]
         except (TypeError, ValueError):
             raise TypeError("prompt ids must be a sequence of integers") from None
-        return _C.Generation(self.model, self.pool, ids, params)
+        for i, t in enumerate(ids):
+            if not -(1 << 31) <= t < (1 << 31):
+                raise ValueError(f"prompt token {t} at index {i} is outside the vocabulary "
+                                 f"[0, {self.config.vocab_size})")
+        return self._loop_c.submit(ids, params)
 
-    def _config(self, overrides) -> GenerationConfig:
-        return self.generation_config.updated(**overrides)
+    def _submit_all(self, prompts_ids: List[Sequence[int]], gen: GenerationConfig) -> list:
+        """Submits every prompt (one continuous batch) or none: a prompt that
+        fails validation raises naming its index, and the ones already queued
+        are cancelled."""
+        reqs = []
+        try:
+            for i, ids in enumerate(prompts_ids):
+                try:
+                    reqs.append(self._submit(ids, gen))
+                except (ValueError, TypeError, MemoryError) as e:
+                    if len(prompts_ids) == 1:
+                        raise
+                    raise type(e)(f"prompt {i}: {e}") from None
+        except BaseException:
+            for r in reqs:
+                r.cancel()
+            raise
+        return reqs
 
-    def _result(self, g: "_C.Generation", t0: float, t_prefill: Optional[float], with_text: bool) -> GenerationResult:
-        out = list(g.output)
-        total = time.perf_counter() - t0
-        timings = {"total_s": total}
-        if t_prefill is not None:
-            timings["prefill_s"] = t_prefill
-            timings["decode_s"] = total - t_prefill
-        text = self.tokenizer.decode(out) if (with_text and self.tokenizer is not None) else None
-        return GenerationResult(text=text, token_ids=out, finish_reason=g.finish_reason, num_forwards=g.num_forwards,
-                                prompt_tokens=g.prompt_len, timings=timings)
+    def _wait_all(self, reqs: list, with_text: bool) -> List[GenerationResult]:
+        states = []
+        try:
+            for r in reqs:
+                while not r.snapshot()["done"]:
+                    r.wait(r.snapshot()["version"], _POLL_S)
+                states.append(r.snapshot())
+        except BaseException:  # KeyboardInterrupt: stop them all, free their pages
+            for r in reqs:
+                r.cancel()
+            raise
+        out = []
+        for i, s in enumerate(states):
+            try:
+                _check_failed(s)
+            except GenerationError as e:
+                raise GenerationError(f"prompt {i}: {e}" if len(states) > 1 else str(e)) from None
+            text = self.tokenizer.decode(list(s["output"])) if (with_text and self.tokenizer is not None) else None
+            out.append(_result(s, text))
+        return out
 
-    def _run(self, ids: Sequence[int], gen: GenerationConfig, with_text: bool) -> GenerationResult:
-        with self._lock:
-            g = self._start(ids, gen)
-            t0 = time.perf_counter()
-            t_prefill = None
-            if g.step() and g.last_step == "prefill":
-                t_prefill = time.perf_counter() - t0
-            g.run()
-            return self._result(g, t0, t_prefill, with_text)
+    @staticmethod
+    def _is_batch_of_ids(prompt_ids) -> bool:
+        """A list of prompts (lists, tuples or arrays of ids) rather than one."""
+        return len(prompt_ids) > 0 and hasattr(prompt_ids[0], "__len__") and not isinstance(prompt_ids[0], str)
 
     def generate_ids(self, prompt_ids, **gen) -> Union[GenerationResult, List[GenerationResult]]:
         """Generates from token ids; works without tokenizer files.
 
-        prompt_ids: a list of ints, or a list of such lists (one result each).
-        gen: GenerationConfig fields (max_new_tokens, block_size, sub_block_size,
-        threshold, use_block_cache, temperature, top_p, top_k, seed, stop_token_id)."""
+        prompt_ids: a list of ints, or a list of such lists (one result each; they
+        run as one continuous batch). gen: GenerationConfig fields."""
         cfg = self._config(gen)
-        if len(prompt_ids) and isinstance(prompt_ids[0], (list, tuple)):
-            return [self._run(p, cfg, with_text=False) for p in prompt_ids]
-        return self._run(prompt_ids, cfg, with_text=False)
+        if self._is_batch_of_ids(prompt_ids):
+            return self._wait_all(self._submit_all(list(prompt_ids), cfg), with_text=False)
+        return self._wait_all(self._submit_all([prompt_ids], cfg), with_text=False)[0]
 
-    def generate(self, prompts: Union[Prompt, List[Prompt]], chat: Optional[bool] = None, **gen) -> List[GenerationResult]:
-        """One result per prompt (text, ids, finish reason, forwards, timings)."""
-        cfg = self._config(gen)
+    def _prompt_list(self, prompts) -> list:
         if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], dict)):
-            prompts = [prompts]
-        encoded = [self.encode_prompt(p, chat) for p in prompts]
-        return [self._run(ids, cfg, with_text=True) for ids in encoded]
+            return [prompts]
+        if not isinstance(prompts, (list, tuple)):
+            raise TypeError(f"prompts must be a prompt or a list of prompts, got {type(prompts).__name__}")
+        return list(prompts)
 
-    def stream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> Iterator[str]:
-        """Yields text as tokens are decoded: after every forward, the new text of
-        the contiguous decoded prefix (never revised later), UTF-8 safe."""
+    def _encode_all(self, prompts: list, chat: Optional[bool]) -> List[List[int]]:
+        encoded = []
+        for i, p in enumerate(prompts):
+            try:
+                encoded.append(self.encode_prompt(p, chat))
+            except (ValueError, TypeError) as e:
+                if len(prompts) == 1:
+                    raise
+                raise type(e)(f"prompt {i}: {e}") from None
+        return encoded
+
+    def generate(self, prompts: Union[Prompt, List[Prompt]], chat: Optional[bool] = None,
+                 **gen) -> List[GenerationResult]:
+        """One result per prompt (text, ids, finish reason, forwards, timings).
+        A list runs as one continuous batch: as a sequence finishes, the next
+        waiting prompt takes its place."""
+        cfg = self._config(gen)
+        encoded = self._encode_all(self._prompt_list(prompts), chat)
+        return self._wait_all(self._submit_all(encoded, cfg), with_text=True)
+
+    def stream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> TextStream:
+        """Yields text as tokens are decoded (a TextStream). The request is
+        queued at once; bad parameters raise here, before anything runs."""
         cfg = self._config(gen)
         ids = self.encode_prompt(prompt, chat)
-        with self._lock:
-            g = self._start(ids, cfg)
-            detok = IncrementalDetokenizer(self.tokenizer)
-            t0 = time.perf_counter()
-            while g.step():
-                visible = list(g.decoded_prefix)
-                delta = detok.update(visible)
+        return TextStream(self, self._submit(ids, cfg), self.tokenizer)
+
+    def stream_ids(self, prompt_ids: Sequence[int], **gen) -> TextStream:
+        """Like stream() from token ids; yields nothing but "" placeholders when
+        the folder has no tokenizer (use .result)."""
+        cfg = self._config(gen)
+        return TextStream(self, self._submit(prompt_ids, cfg), self.tokenizer)
+
+    # ---- asyncio ---------------------------------------------------------------
+    async def _await_done(self, req) -> dict:
+        version = 0
+        while True:
+            state = req.snapshot()
+            if state["done"]:
+                return state
+            version = state["version"]
+            await self._notifier.wait(req, version)
+
+    async def astream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> AsyncIterator[str]:
+        """``async for delta in engine.astream(prompt)``: stream() for asyncio.
+        Leaving early (break, aclose(), garbage collection) cancels the request
+        and frees its pages."""
+        cfg = self._config(gen)
+        ids = self.encode_prompt(prompt, chat)
+        req = self._submit(ids, cfg)
+        detok = IncrementalDetokenizer(self.tokenizer)
+        finished = False
+        try:
+            version = 0
+            while True:
+                state = req.snapshot()
+                if state["done"]:
+                    finished = True
+                    _check_failed(state)
+                    out = list(state["output"])
+                    self.last_result = _result(state, self.tokenizer.decode(out))
+                    tail = detok.finish(out)
+                    if tail:
+                        yield tail
+                    return
+                delta = detok.update(list(state["decoded"]))
                 if delta:
                     yield delta
-            self.last_result = self._result(g, t0, None, with_text=True)
-            tail = detok.finish(self.last_result.token_ids)
-            if tail:
-                yield tail
+                if state["version"] == version:
+                    await self._notifier.wait(req, version)
+                version = state["version"]
+        finally:
+            if not finished:
+                req.cancel()
+
+    async def agenerate(self, prompts: Union[Prompt, List[Prompt]], chat: Optional[bool] = None,
+                        **gen) -> List[GenerationResult]:
+        """``await engine.agenerate(prompts)``: generate() for asyncio (one
+        continuous batch; the event loop keeps running meanwhile)."""
+        cfg = self._config(gen)
+        encoded = self._encode_all(self._prompt_list(prompts), chat)
+        reqs = self._submit_all(encoded, cfg)
+        try:
+            states = [await self._await_done(r) for r in reqs]
+        except BaseException:  # cancelled: stop them all, free their pages
+            for r in reqs:
+                r.cancel()
+            raise
+        out = []
+        for i, s in enumerate(states):
+            try:
+                _check_failed(s)
+            except GenerationError as e:
+                raise GenerationError(f"prompt {i}: {e}" if len(states) > 1 else str(e)) from None
+            out.append(_result(s, self.tokenizer.decode(list(s["output"])) if self.tokenizer else None))
+        return out

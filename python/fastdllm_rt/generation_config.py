@@ -23,6 +23,7 @@ class GenerationConfig:
     block_size: Optional[int] = None       # None: the model's bd_size (32 for Fast-dLLM v2)
     sub_block_size: int = 8
     threshold: float = 0.9
+    policy: str = "threshold"              # the decode policy (runtime/decode_policy.h)
     use_block_cache: bool = False
     temperature: float = 0.0
     top_p: float = 0.95
@@ -31,8 +32,9 @@ class GenerationConfig:
     stop_token_id: Optional[int] = None    # None: from config.json (stop_token_id, else eos_token_id)
     mask_token_id: Optional[int] = None    # None: from config.json (mask_token_id, else 151665)
 
-    FIELDS = ("max_new_tokens", "block_size", "sub_block_size", "threshold", "use_block_cache", "temperature",
-              "top_p", "top_k", "seed", "stop_token_id", "mask_token_id")
+    FIELDS = ("max_new_tokens", "block_size", "sub_block_size", "threshold", "policy", "use_block_cache",
+              "temperature", "top_p", "top_k", "seed", "stop_token_id", "mask_token_id")
+    POLICIES = ("threshold",)
 
     @classmethod
     def from_model_dir(cls, model_dir: str) -> "GenerationConfig":
@@ -92,6 +94,12 @@ class GenerationConfig:
         number("top_p", 0.0, 1.0, lo_open=True)
         integer("top_k", 0)
         integer("seed", 0)
+        if self.seed >= 1 << 64:
+            raise ValueError(f"seed must be below 2**64, got {self.seed}")
+        if self.max_new_tokens >= 1 << 31:
+            raise ValueError(f"max_new_tokens must be below 2**31, got {self.max_new_tokens}")
+        if self.policy not in self.POLICIES:
+            raise ValueError(f"policy must be one of {self.POLICIES}, got {self.policy!r}")
         if not isinstance(self.use_block_cache, bool):
             raise ValueError(f"use_block_cache must be True or False, got {self.use_block_cache!r}")
         for name in ("stop_token_id", "mask_token_id"):
@@ -104,6 +112,7 @@ class GenerationConfig:
         p.block_size = self.block_size or block_size
         p.sub_block_size = self.sub_block_size
         p.threshold = float(self.threshold)
+        p.policy = self.policy
         p.use_block_cache = self.use_block_cache
         p.temperature = float(self.temperature)
         p.top_p = float(self.top_p)

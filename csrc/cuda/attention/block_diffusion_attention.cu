@@ -18,7 +18,7 @@
 //      online-softmax state (running max, sum; fp32) and its unnormalised output
 //      accumulator, kept in shared memory.
 //   2. grid (query, head): merges the splits' (max, sum, accumulator) states.
-// The split count comes from plans::plan_attention (ops/launch_plans.h, tested
+// The split count comes from plans::plan_attention (core/launch_plans.h, tested
 // on the CPU): decoding (1-64 queries over a few hundred to thousands of keys)
 // fills the SMs; prefill shapes get one split. Keys past the largest kv_limit of a CTA's queries cost
 // nothing (the CTA stops there).
@@ -35,7 +35,7 @@
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
 #include "fastdllm/error.h"
-#include "ops/launch_plans.h"
+#include "core/launch_plans.h"
 
 namespace fastdllm::cuda {
 

@@ -19,7 +19,7 @@
 #pragma once
 #include <cstdint>
 
-#include "ops/launch_plans.h"
+#include "core/launch_plans.h"
 
 namespace fastdllm::cuda {
 

@@ -15,7 +15,7 @@
 #include "cuda/cuda_kernels.h"
 #include "cuda/gemm/gemm_sm90.h"
 #include "fastdllm/error.h"
-#include "ops/launch_plans.h"
+#include "core/launch_plans.h"
 
 namespace fastdllm::cuda {
 

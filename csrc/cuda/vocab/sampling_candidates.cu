@@ -1,7 +1,7 @@
 // Sampling's vocabulary reduction on the GPU (ops::sampling_candidates): one
 // block of 1024 threads per row of fp32 logits. Pass 1: the row maximum.
 // Pass 2: the softmax denominator (per-thread double sums, reduced in a fixed
-// order, so it is deterministic) and the histogram of ops/sampling_cut.h in
+// order, so it is deterministic) and the histogram of core/sampling_cut.h in
 // shared memory (fp32 mass atomics: the bin masses only choose the cut, never a
 // result). Warp 0 scans the bins for the cut; pass 3 compacts the candidates
 // with one shared atomic per warp. The candidates come out in no particular
@@ -14,7 +14,7 @@
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
 #include "fastdllm/error.h"
-#include "ops/sampling_cut.h"
+#include "core/sampling_cut.h"
 
 namespace fastdllm::cuda {
 

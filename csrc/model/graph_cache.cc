@@ -1,4 +1,4 @@
-#include "runtime/graph_cache.h"
+#include "model/graph_cache.h"
 
 #include <utility>
 
@@ -15,23 +15,18 @@ void GraphCache::clear() {
   seen_.clear();
 }
 
-bool GraphCache::replay(const GraphKey& key, uint64_t epoch) {
-  if (epoch != epoch_) return false;
-  const auto it = graphs_.find(key);
-  if (it == graphs_.end()) return false;
-  it->second.last_use = ++tick_;
-  backend_.launch(it->second.exec);
-  return true;
-}
-
-GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body,
-                                const Guard* guard) {
+GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::function<void()>& body) {
   if (epoch != epoch_) {
     clear();
     epoch_ = epoch;
   }
-  if (replay(key, epoch)) return Run::Replayed;
   ++tick_;
+  const auto it = graphs_.find(key);
+  if (it != graphs_.end()) {
+    it->second.last_use = tick_;
+    backend_.launch(it->second.exec);
+    return Run::Replayed;
+  }
   if (!seen_.count(key)) {
     body();
     seen_.insert(key);
@@ -44,8 +39,7 @@ GraphCache::Run GraphCache::run(const GraphKey& key, uint64_t epoch, const std::
     backend_.destroy(lru->second.exec);
     graphs_.erase(lru);
   }
-  // throws: nothing is stored, the next call tries again
-  void* exec = guard ? backend_.capture_if(guard->flag, guard->value, body) : backend_.capture(body);
+  void* exec = backend_.capture(body);  // throws: nothing is stored, the next call tries again
   graphs_[key] = Entry{exec, tick_};
   backend_.launch(exec);
   return Run::Captured;

@@ -1,5 +1,5 @@
-// Copying a checkpoint tensor into model storage, converting between float
-// dtypes through fp32 (round to nearest even).
+// Copying a tensor between float dtypes (checkpoint -> model storage),
+// exactly through fp32, rounding to nearest even.
 #pragma once
 #include <cstdint>
 

@@ -1,0 +1,174 @@
+// The runtime API of fastdllm_rt._C: the model (weights handed over from the
+// Python loader), generation parameters, and the engine loop with its request
+// handles. The GIL is released around every call that runs kernels or waits.
+#include <pybind11/stl.h>
+
+#include "bindings/bindings.h"
+#include "bindings/numpy_views.h"
+#include "fastdllm/model.h"
+#include "runtime/engine_loop.h"
+
+namespace fastdllm::bindings {
+
+namespace {
+
+ModelConfig config_from_dict(const py::dict& d) {
+  ModelConfig c;
+  auto get = [&](const char* k) -> py::handle {
+    FDL_CHECK(d.contains(k), "model config is missing '", k, "'");
+    return d[k];
+  };
+  c.vocab_size = get("vocab_size").cast<int64_t>();
+  c.hidden_size = get("hidden_size").cast<int64_t>();
+  c.intermediate_size = get("intermediate_size").cast<int64_t>();
+  c.num_layers = get("num_hidden_layers").cast<int>();
+  c.num_heads = get("num_attention_heads").cast<int>();
+  c.num_kv_heads = get("num_key_value_heads").cast<int>();
+  c.head_dim = get("head_dim").cast<int>();
+  c.rope_theta = get("rope_theta").cast<float>();
+  c.rms_norm_eps = get("rms_norm_eps").cast<float>();
+  c.tie_word_embeddings = get("tie_word_embeddings").cast<bool>();
+  return c;
+}
+
+void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, const std::string& dtype,
+                      const std::vector<int64_t>& shape) {
+  const py::buffer_info info = buf.request();
+  const DType t = dtype_from_name(dtype.c_str());
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  FDL_CHECK(size_t(info.size * info.itemsize) == size_t(n) * dtype_size(t), "tensor '", name, "': ",
+            info.size * info.itemsize, " bytes of data for ", n, " elements of ", dtype_name(t));
+  py::gil_scoped_release nogil;
+  m.set_weight(name, info.ptr, t, shape);
+}
+
+py::dict state_dict(const RequestState& s) {
+  py::dict d;
+  d["version"] = s.version;
+  d["decoded"] = s.decoded;
+  d["done"] = s.done;
+  d["finish_reason"] = s.finish_reason;
+  d["error"] = s.error;
+  d["output"] = s.output;
+  d["prompt_len"] = s.prompt_len;
+  d["num_forwards"] = s.num_forwards;
+  d["prefix_hit_tokens"] = s.prefix_hit_tokens;
+  d["submitted_s"] = s.submitted_s;
+  d["first_forward_s"] = s.first_forward_s;
+  d["finished_s"] = s.finished_s;
+  return d;
+}
+
+}  // namespace
+
+DType kv_dtype_from_name(const std::string& name) {
+  FDL_CHECK(name == "float32" || name == "bfloat16", "kv_dtype must be 'float32' or 'bfloat16', got '", name, "'");
+  return dtype_from_name(name.c_str());
+}
+
+py::dict stats_dict(const SchedulerStats& s) {
+  py::dict d;
+  d["model_forwards"] = s.model_forwards;
+  d["sequence_forwards"] = s.sequence_forwards;
+  d["batch_tokens"] = s.batch_tokens;
+  py::dict hist;
+  for (const auto& kv : s.batch_size_histogram) hist[py::int_(kv.first)] = kv.second;
+  d["batch_size_histogram"] = hist;
+  d["prefix_cache_hit_tokens"] = s.prefix_cache_hit_tokens;
+  d["pages_in_use"] = s.pages_in_use;
+  d["pages_cached"] = s.pages_cached;
+  d["pages_reserved"] = s.pages_reserved;
+  d["pages_total"] = s.pages_total;
+  d["requests_waiting"] = s.waiting;
+  d["requests_running"] = s.running;
+  d["requests_finished"] = s.finished;
+  d["requests_failed"] = s.failed;
+  d["requests_cancelled"] = s.cancelled;
+  d["tokens_generated"] = s.tokens_generated;
+  return d;
+}
+
+void bind_runtime(py::module_& m) {
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+      .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device) {
+             return std::make_shared<Model>(config_from_dict(cfg), dtype_from_name(dtype.c_str()),
+                                            device_from_name(device));
+           }),
+           py::arg("config"), py::arg("dtype"), py::arg("device") = "cpu")
+      .def_property_readonly("device", [](const Model& mdl) { return std::string(device_name(mdl.device())); })
+      .def_property_readonly("dtype", [](const Model& mdl) { return std::string(dtype_name(mdl.weight_dtype())); })
+      .def("expected_weights", &Model::expected_weights)
+      .def("set_weight", &model_set_weight)
+      .def("finalize", &Model::finalize)
+      .def_property_readonly("ready", &Model::ready)
+      .def_property_readonly("graph_runs", [](const Model& mdl) {
+        const auto r = mdl.graph_runs();
+        py::dict d;
+        d["eager"] = r.eager;
+        d["captured"] = r.captured;
+        d["replayed"] = r.replayed;
+        return d;
+      });
+
+  py::class_<GenerationParams>(m, "GenerationParams")
+      .def(py::init<>())
+      .def_readwrite("max_new_tokens", &GenerationParams::max_new_tokens)
+      .def_readwrite("block_size", &GenerationParams::block_size)
+      .def_readwrite("sub_block_size", &GenerationParams::sub_block_size)
+      .def_readwrite("threshold", &GenerationParams::threshold)
+      .def_readwrite("policy", &GenerationParams::policy)
+      .def_readwrite("use_block_cache", &GenerationParams::use_block_cache)
+      .def_readwrite("mask_id", &GenerationParams::mask_id)
+      .def_readwrite("stop_id", &GenerationParams::stop_id)
+      .def_readwrite("temperature", &GenerationParams::temperature)
+      .def_readwrite("top_p", &GenerationParams::top_p)
+      .def_readwrite("top_k", &GenerationParams::top_k)
+      .def_readwrite("seed", &GenerationParams::seed)
+      .def_readwrite("max_seq_len", &GenerationParams::max_seq_len);
+
+  py::class_<Request, std::shared_ptr<Request>>(m, "Request")
+      .def_property_readonly("id", &Request::id)
+      .def("wait", [](const Request& r, uint64_t seen, double timeout_s) {
+        py::gil_scoped_release nogil;
+        return r.wait(seen, timeout_s);
+      }, py::arg("seen"), py::arg("timeout_s") = -1.0,
+         "Blocks until the state's version passes `seen` or timeout_s passes; returns the version.")
+      .def("snapshot", [](const Request& r) { return state_dict(r.snapshot()); })
+      .def("cancel", [](Request& r) {
+        py::gil_scoped_release nogil;
+        r.cancel();
+      }, "Drops the request and frees its KV pages; returns once they are free.");
+
+  py::class_<EngineLoop, std::shared_ptr<EngineLoop>>(m, "EngineLoop")
+      .def(py::init([](std::shared_ptr<Model> model, int page_size, int64_t max_pages, const std::string& kv_dtype,
+                       bool prefix_cache, int max_batch_size, int64_t max_batch_tokens, int threads) {
+             SchedulerConfig c;
+             c.page_size = page_size;
+             c.max_pages = max_pages;
+             c.kv_dtype = kv_dtype_from_name(kv_dtype);
+             c.prefix_cache = prefix_cache;
+             c.max_batch_size = max_batch_size;
+             c.max_batch_tokens = max_batch_tokens;
+             return std::make_shared<EngineLoop>(std::move(model), c, threads);
+           }),
+           py::arg("model"), py::arg("page_size"), py::arg("max_pages"), py::arg("kv_dtype") = "float32",
+           py::arg("prefix_cache") = true, py::arg("max_batch_size") = 16, py::arg("max_batch_tokens") = 4096,
+           py::arg("threads") = 0)
+      .def("submit", [](EngineLoop& l, std::vector<int32_t> prompt, const GenerationParams& p) {
+        return l.submit(std::move(prompt), p);
+      }, py::keep_alive<0, 1>(), py::arg("prompt"), py::arg("params"))
+      .def("stats", [](const EngineLoop& l) { return stats_dict(l.stats()); })
+      .def("wait_progress", [](const EngineLoop& l, uint64_t seen, double timeout_s) {
+        py::gil_scoped_release nogil;
+        return l.wait_progress(seen, timeout_s);
+      }, py::arg("seen"), py::arg("timeout_s") = -1.0)
+      .def_property_readonly("page_bytes",
+                             [](const EngineLoop& l) { return l.scheduler().kv().pool().geometry().page_bytes(); })
+      .def("close", [](EngineLoop& l) {
+        py::gil_scoped_release nogil;
+        l.close();
+      });
+}
+
+}  // namespace fastdllm::bindings

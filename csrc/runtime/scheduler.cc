@@ -1,0 +1,232 @@
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "fastdllm/error.h"
+
+namespace fastdllm {
+
+Scheduler::Scheduler(std::shared_ptr<Model> model, const SchedulerConfig& config)
+    : model_(std::move(model)),
+      config_(config),
+      kv_(model_->kv_geometry(config.page_size, config.kv_dtype), config.max_pages, model_->device(),
+          config.prefix_cache) {
+  FDL_CHECK(model_->ready(), "scheduler: the model's weights are not all loaded");
+  FDL_CHECK(config.max_batch_size >= 1, "max_batch_size must be >= 1, got ", config.max_batch_size);
+  FDL_CHECK(config.max_batch_tokens >= 1, "max_batch_tokens must be >= 1, got ", config.max_batch_tokens);
+}
+
+Scheduler::~Scheduler() {
+  // Sequences hold pages and reservations of kv_: they go first.
+  running_.clear();
+  waiting_.clear();
+}
+
+std::unique_ptr<Sequence> Scheduler::make_sequence(int64_t id, std::vector<int32_t> prompt,
+                                                   const GenerationParams& params) const {
+  auto seq = std::make_unique<Sequence>(id, std::move(prompt), params, model_->config(), config_.page_size);
+  FDL_CHECK(params.block_size <= config_.max_batch_tokens, "block_size (", params.block_size,
+            ") exceeds the engine's max_batch_tokens (", config_.max_batch_tokens,
+            "): a block's forward could never be scheduled");
+  const int64_t need = seq->max_pages(), have = kv_.pool().capacity();
+  if (need > have) {
+    const KVGeometry& g = kv_.pool().geometry();
+    throw BudgetExceeded(detail::concat(
+        "KV cache budget exceeded: this request needs up to ", need, " pages (prompt ", seq->prompt_len(),
+        " tokens + max_new_tokens ", params.max_new_tokens, ", in pages of ", g.page_size, " tokens) but the budget (",
+        "max_memory, ", kv_.pool().storage_bytes(), " bytes) holds all ", have, " pages (", g.page_bytes(),
+        " bytes each); raise max_memory or lower max_new_tokens"));
+  }
+  return seq;
+}
+
+void Scheduler::enqueue(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
+
+bool Scheduler::cancel(int64_t id) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if ((*it)->id() == id) {
+      waiting_.erase(it);
+      ++stats_.cancelled;
+      return true;
+    }
+  for (auto it = running_.begin(); it != running_.end(); ++it)
+    if ((*it)->id() == id) {
+      (*it)->cancel();
+      running_.erase(it);
+      ++stats_.cancelled;
+      return true;
+    }
+  return false;
+}
+
+void Scheduler::admit() {
+  const int64_t ps = config_.page_size;
+  while (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_size) {
+    Sequence& seq = *waiting_.front();
+    const int B = seq.params().block_size;
+    const PrefixCache::Match match = kv_.prefix().lookup(seq.tokens().data(), seq.prefill_blocks(), B);
+    const int64_t blocks = seq.usable_prefix_blocks(match);
+    const int64_t shared = blocks * B / ps;
+    int64_t pinned = 0;
+    for (int64_t i = 0; i < shared; ++i) pinned += kv_.pool().refcount(match.pages[size_t(i)]) == 1;
+    PageReservation reservation;
+    if (!kv_.try_reserve(seq.max_pages() - shared, pinned, &reservation)) break;  // first come, first served
+    seq.attach(&kv_, match, blocks, std::move(reservation));
+    stats_.prefix_cache_hit_tokens += seq.prefix_hit_tokens();
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+}
+
+bool Scheduler::step(Report* report) {
+  report->progressed.clear();
+  report->finished.clear();
+  report->failed.clear();
+  report->ran_forward = false;
+  admit();
+  if (running_.empty()) return !waiting_.empty();
+  collect(report);
+  if (!batch_seqs_.empty()) run_batch(report);
+  // Hand over what ended (finished without a forward, or after its last one).
+  for (size_t i = 0; i < running_.size();) {
+    if (running_[i]->done()) {
+      stats_.tokens_generated += int64_t(running_[i]->output().size());
+      ++stats_.finished;
+      report->finished.push_back(std::move(running_[i]));
+      running_.erase(running_.begin() + int64_t(i));
+    } else {
+      ++i;
+    }
+  }
+  return !idle();
+}
+
+// Denoising and commit forwards first, in admission order (they keep running
+// sequences moving); prefills take what is left of the token budget, in whole
+// blocks.
+void Scheduler::collect(Report* report) {
+  batch_seqs_.clear();
+  int64_t budget = config_.max_batch_tokens;
+  if (requests_.size() < running_.size()) requests_.resize(running_.size());
+  for (int pass = 0; pass < 2; ++pass)
+    for (auto& s : running_) {
+      if (s->done() || s->wants_prefill() != (pass == 1)) continue;
+      ForwardRequest& req = requests_[batch_seqs_.size()];
+      if (!s->next(budget, &req)) continue;  // done, or does not fit this step
+      budget -= int64_t(req.tokens.size());
+      batch_seqs_.push_back(s.get());
+    }
+  (void)report;
+}
+
+void Scheduler::run_batch(Report* report) {
+  const int n = int(batch_seqs_.size());
+  tokens_.clear(), positions_.clear(), limits_.clear(), kv_indices_.clear(), write_offset_.clear();
+  greedy_rows_.clear(), sample_rows_.clear(), sample_options_.clear();
+  qo_.assign(1, 0);
+  kv_indptr_.assign(1, 0);
+  greedy_at_.assign(size_t(n), 0);
+  sample_at_.assign(size_t(n), 0);
+  for (int i = 0; i < n; ++i) {
+    const ForwardRequest& r = requests_[size_t(i)];
+    const int32_t base = int32_t(tokens_.size());
+    tokens_.insert(tokens_.end(), r.tokens.begin(), r.tokens.end());
+    positions_.insert(positions_.end(), r.positions.begin(), r.positions.end());
+    limits_.insert(limits_.end(), r.kv_limit.begin(), r.kv_limit.end());
+    qo_.push_back(int32_t(tokens_.size()));
+    kv_indices_.insert(kv_indices_.end(), r.pages.begin(), r.pages.end());
+    kv_indptr_.push_back(int32_t(kv_indices_.size()));
+    write_offset_.push_back(r.write_offset);
+    greedy_at_[size_t(i)] = int32_t(greedy_rows_.size());
+    sample_at_[size_t(i)] = int32_t(sample_rows_.size());
+    for (int32_t row : r.rows) {
+      if (r.sample) {
+        sample_rows_.push_back(base + row);
+        sample_options_.push_back(r.sampling);
+      } else {
+        greedy_rows_.push_back(base + row);
+      }
+    }
+  }
+  ForwardBatch b;
+  b.num_seqs = n;
+  b.num_tokens = int64_t(tokens_.size());
+  b.tokens = tokens_.data();
+  b.positions = positions_.data();
+  b.kv_limit = limits_.data();
+  b.qo_indptr = qo_.data();
+  b.kv_indptr = kv_indptr_.data();
+  b.kv_indices = kv_indices_.data();
+  b.write_offset = write_offset_.data();
+  b.greedy_rows = greedy_rows_.data();
+  b.num_greedy = int64_t(greedy_rows_.size());
+  b.sample_rows = sample_rows_.data();
+  b.sample_options = sample_options_.data();
+  b.num_sample = int64_t(sample_rows_.size());
+  top2_index_.resize(size_t(2 * b.num_greedy));
+  top2_prob_.resize(size_t(2 * b.num_greedy));
+  ForwardOutputs out;
+  out.top2_index = top2_index_.data();
+  out.top2_prob = top2_prob_.data();
+  out.candidates = &candidates_;
+  try {
+    model_->forward(b, kv_.pool().store(), out);
+  } catch (const std::exception& e) {
+    // The forward itself failed: every sequence in it fails, none is left half-done.
+    const std::string msg = e.what();
+    for (Sequence* s : batch_seqs_) {
+      for (size_t i = 0; i < running_.size(); ++i)
+        if (running_[i].get() == s) {
+          running_[i]->cancel();
+          report->failed.emplace_back(std::move(running_[i]), msg);
+          running_.erase(running_.begin() + int64_t(i));
+          ++stats_.failed;
+          break;
+        }
+    }
+    return;
+  }
+  report->ran_forward = true;
+  ++stats_.model_forwards;
+  stats_.sequence_forwards += n;
+  stats_.batch_tokens += b.num_tokens;
+  ++stats_.batch_size_histogram[n];
+  for (int i = 0; i < n; ++i) {
+    Sequence* s = batch_seqs_[size_t(i)];
+    RowResults rr;
+    rr.top2_index = top2_index_.data() + 2 * greedy_at_[size_t(i)];
+    rr.top2_prob = top2_prob_.data() + 2 * greedy_at_[size_t(i)];
+    if (requests_[size_t(i)].sample) {
+      rr.candidates = &candidates_;
+      rr.candidate_row0 = sample_at_[size_t(i)];
+    }
+    try {
+      s->on_result(rr);
+      s->settle();
+      if (!s->done()) report->progressed.push_back(s);
+    } catch (const std::exception& e) {  // e.g. a sampled row that is not finite: this sequence alone fails
+      for (size_t k = 0; k < running_.size(); ++k)
+        if (running_[k].get() == s) {
+          running_[k]->cancel();
+          report->failed.emplace_back(std::move(running_[k]), e.what());
+          running_.erase(running_.begin() + int64_t(k));
+          ++stats_.failed;
+          break;
+        }
+    }
+  }
+}
+
+SchedulerStats Scheduler::stats() const {
+  SchedulerStats s = stats_;
+  s.pages_total = kv_.pool().capacity();
+  s.pages_cached = kv_.prefix().evictable_pages();
+  s.pages_in_use = kv_.pages_in_use();
+  s.pages_reserved = kv_.reserved();
+  s.waiting = int64_t(waiting_.size());
+  s.running = int64_t(running_.size());
+  return s;
+}
+
+}  // namespace fastdllm

@@ -1,0 +1,167 @@
+// Fast-dLLM v2 decoding of one sequence (fast_dllm_v2.md section 4, the HF
+// `generate` loop) as a state machine that runs no forward itself: the
+// scheduler (runtime/scheduler.h) asks it for its next forward request
+// (prefill, whole-block denoising, sub-block denoising, commit), merges it
+// into a batch with other sequences', and hands back its rows' results. Block
+// by block, sub-blocks left to right; the decode policy (runtime/decode_policy.h)
+// decides how many masked positions each denoising forward unmasks; a commit
+// forward per finished block gives the next block's first token.
+//
+// KV cache: committed tokens live in level-1 pages (committed_, possibly
+// shared with other sequences through the prefix cache); the active block's
+// K/V live in level-2 pages (block_) that serve as scratch for denoising
+// forwards, as the sub-block cache when use_block_cache is on, and become
+// level-1 pages when the block is committed. Every page comes out of the
+// reservation the scheduler made at admission.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fastdllm/kv_cache.h"
+#include "fastdllm/model.h"
+#include "runtime/decode_policy.h"
+
+namespace fastdllm {
+
+struct GenerationParams {
+  int64_t max_new_tokens = 128;
+  int block_size = 32;      // B
+  int sub_block_size = 8;   // S, must divide B
+  float threshold = 0.9f;   // the threshold policy's: unmask what is more confident (and at least one)
+  std::string policy = "threshold";
+  bool use_block_cache = false;
+  int32_t mask_id = 151665;
+  int32_t stop_id = 151645;  // < 0: no stop token
+  float temperature = 0.f;   // 0: greedy
+  float top_p = 1.f;
+  int top_k = 0;             // 0: off
+  uint64_t seed = 0;
+  int64_t max_seq_len = 0;   // 0: no limit beyond the cache
+  // Throws InvalidArgument naming the parameter.
+  void validate(int64_t vocab_size, int page_size) const;
+};
+
+enum class StepKind { Prefill, Denoise, DenoiseSubBlock, Commit, None };
+const char* step_kind_name(StepKind k);
+
+// What a sequence asks of the next batched forward: its tokens at their
+// positions, written to cache slots from write_offset on, each seeing slots
+// [0, kv_limit) of the sequence's page table; the output rows (indices into
+// tokens) it needs, greedy top-2 or sampled.
+struct ForwardRequest {
+  StepKind kind = StepKind::None;
+  std::vector<int32_t> tokens, positions, kv_limit;
+  int32_t write_offset = 0;
+  std::vector<int32_t> pages;  // the sequence's page table (committed + active block)
+  std::vector<int32_t> rows;
+  bool sample = false;
+  ops::SamplingOptions sampling;
+};
+
+// Its rows' results, in the order of ForwardRequest::rows.
+struct RowResults {
+  const int32_t* top2_index = nullptr;  // greedy: [rows, 2]
+  const float* top2_prob = nullptr;
+  const SamplingCandidates* candidates = nullptr;  // sampled: rows candidate_row0 ..
+  int64_t candidate_row0 = 0;
+};
+
+class Sequence {
+ public:
+  // Validates the prompt and parameters (InvalidArgument naming them).
+  Sequence(int64_t id, std::vector<int32_t> prompt, const GenerationParams& params, const ModelConfig& model,
+           int page_size);
+  ~Sequence();
+  Sequence(const Sequence&) = delete;
+  Sequence& operator=(const Sequence&) = delete;
+
+  int64_t id() const { return id_; }
+  const GenerationParams& params() const { return p_; }
+
+  // ---- admission (scheduler) ----
+  // The most pages it can ever hold: its committed prompt blocks plus one
+  // page-aligned block per generated block.
+  int64_t max_pages() const;
+  // The prompt blocks a prefill would commit (a prefix cache may serve them).
+  int64_t prefill_blocks() const { return prefill_tokens_ / p_.block_size; }
+  // The part of a prefix-cache match this sequence can use: whole prefill
+  // blocks, keeping the last one to compute when its next token is needed and
+  // unknown.
+  int64_t usable_prefix_blocks(const PrefixCache::Match& m) const;
+  // Takes the first `blocks` matched blocks as its committed cache, then its
+  // reservation for everything else. Before the first next().
+  void attach(KVCache* kv, const PrefixCache::Match& match, int64_t blocks, PageReservation reservation);
+
+  // ---- stepping (scheduler) ----
+  // Fills the next forward request within `token_budget` tokens; false when
+  // it does not fit this step (try again) or when the sequence is done.
+  bool next(int64_t token_budget, ForwardRequest* req);
+  void on_result(const RowResults& results);
+  // Ends the sequence now if its tokens say it is finished (after on_result,
+  // so that its result is out without waiting for the next step).
+  void settle();
+  void cancel() { finish(); }  // releases its pages at once
+  bool wants_prefill() const { return !done_ && prefill_pending_; }
+  bool done() const { return done_; }
+
+  // ---- results ----
+  const std::vector<int32_t>& tokens() const { return x_; }  // prompt + generated so far (masks as mask_id)
+  int64_t prompt_len() const { return p0_; }
+  // Generated tokens that are final: the unmasked run after the prompt, up to
+  // and including the first stop token.
+  std::vector<int32_t> decoded_prefix() const;
+  std::vector<int32_t> output() const;  // the generated ids after the spec's final truncation (once done)
+  int64_t num_forwards() const { return forwards_; }  // counted as the spec counts them
+  int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
+  StepKind last_step() const { return last_step_; }
+  const char* finish_reason() const;  // "stop", "length" or "" while running
+
+ private:
+  enum class Action { Prefill, StartBlock, Denoise, Commit, Finish };
+  Action next_action();
+  int64_t first_stop(int64_t from) const;
+  void finish();
+  void take_pages(PageTable& table, int64_t tokens);  // grows a table from the reservation
+  void cache_committed();  // registers the committed blocks with the prefix cache
+
+  int64_t id_;
+  GenerationParams p_;
+  std::unique_ptr<DecodePolicy> policy_;
+  int64_t vocab_ = 0;
+  int page_size_ = 0;
+  std::vector<int32_t> x_;
+  int64_t p0_ = 0;
+  int64_t prefill_tokens_ = 0;  // floor(P0/B)*B when P0 > B (strictly, as upstream), else 0
+  int64_t prefilled_ = 0;       // prompt tokens committed so far (chunked prefills, prefix hits)
+  bool prefill_pending_ = false;
+  int64_t blocks_left_ = 0;
+  int64_t pb_ = 0;              // length of x before the current block was padded
+  bool in_block_ = false;
+  bool block_cache_valid_ = false;
+  int next_sub_block_ = 0;      // Denoise: the sub-block, and whether by the sub-block alone
+  bool next_sub_only_ = false;
+  int64_t forwards_ = 0;
+  int64_t prefix_hit_tokens_ = 0;
+  bool done_ = false;
+  bool stopped_ = false;
+  StepKind last_step_ = StepKind::None;
+  ForwardRequest pending_;      // the request in flight (its rows and kind)
+  std::vector<int32_t> masked_;  // block positions of the pending denoising rows
+
+  KVCache* kv_ = nullptr;
+  PageReservation reservation_;
+  std::unique_ptr<PageTable> committed_;  // level 1: prompt and finished blocks
+  std::unique_ptr<PageTable> block_;      // level 2: the active block
+  std::vector<int32_t> cache_tokens_;     // the tokens whose K/V committed_ holds, in slot order
+  std::vector<int32_t> next_tokens_;      // per committed block: its AR next token, -1 when not computed
+  std::mt19937_64 rng_;
+  std::vector<MaskedPosition> stats_;
+  std::vector<uint8_t> unmask_;
+  std::vector<int32_t> sampled_token_;
+  std::vector<float> sampled_prob_;
+};
+
+}  // namespace fastdllm
