@@ -59,14 +59,16 @@ def main():
     model = fastdllm_rt.load_model(a.model_dir)
     setup_s = time.perf_counter() - t0
 
-    pool = model.make_pool(16, (CACHED + 64) // 16 + 4)
-    table = fastdllm_rt._C.PageTable(pool)
+    T = fastdllm_rt._C._testing
+    pool = T.make_pool(model, 16, (CACHED + 64) // 16 + 4, "bfloat16")  # the engine's KV dtype for bf16 models
+    table = T.PageTable(pool)
     table.reserve_tokens(CACHED + 32)
     rng = np.random.default_rng(0)
     for c0 in range(0, CACHED, 128):  # fill the cache: block-causal prefill in chunks
         ids = rng.integers(0, 151000, 128).astype(np.int32)
         pos = np.arange(c0, c0 + 128, dtype=np.int32)
-        model.forward(ids, pos, table, c0, c0 + 128, logit_rows=np.zeros(0, np.int32))
+        T.forward(model, pool, [dict(tokens=ids, positions=pos, pages=list(table.pages), write_offset=c0,
+                                     kv_limit=np.full(128, c0 + 128, np.int32), rows=np.zeros(0, np.int32))])
 
     wbytes = weight_bytes_per_forward(s)
     bw = triad_gbs(a.threads)
@@ -82,11 +84,14 @@ def main():
         ids = rng.integers(0, 151000, new).astype(np.int32)
         pos = np.arange(CACHED, CACHED + new, dtype=np.int32)
         lrows = np.arange(new - rows, new, dtype=np.int32)
+        # One sequence's denoising step: the new tokens over the cached prefix.
+        step = [dict(tokens=ids, positions=pos, pages=list(table.pages), write_offset=CACHED,
+                     kv_limit=np.full(new, CACHED + new, np.int32), rows=lrows)]
         reps = a.reps if new > 1 else 2 * a.reps
         # Both sides do what a greedy denoising step needs: the forward, then
         # per lm_head row the argmax token and its softmax probability (ours:
         # the lm_head fused with that reduction, Model.forward_top2).
-        fns = [lambda: model.forward_top2(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)]
+        fns = [lambda: T.forward(model, pool, step, "top2")]
         if ref is not None:
             tids = torch.from_numpy(ids.astype(np.int64))
             fns.append(lambda: torch.softmax(ref.forward(tids, CACHED, past, rows)[0].float(), -1).max(-1))
@@ -95,7 +100,7 @@ def main():
         # Per-op breakdown: a few more forwards with the op timers on.
         fastdllm_rt._C.profile_start()
         for _ in range(3):
-            model.forward_top2(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)
+            T.forward(model, pool, step, "top2")
         prof = fastdllm_rt._C.profile_stop()
         per_op = {k: round(1e3 * sec / 3, 3) for k, (_, sec) in sorted(prof.items(), key=lambda kv: -kv[1][1])}
         entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "cached_tokens": CACHED, "lm_head_rows": rows,

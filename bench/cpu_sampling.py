@@ -60,9 +60,9 @@ def main():
             x = logits(rows, kind, rng)
             xt = torch.from_numpy(x)
             for s in SETTINGS:
-                t = time_pair([lambda: fastdllm_rt._C.ops.sample(x, s["temperature"], s["top_p"], s["top_k"], seed=1),
+                t = time_pair([lambda: fastdllm_rt._C._testing.ops.sample(x, s["temperature"], s["top_p"], s["top_k"], seed=1),
                                lambda: torch_sample(xt, s["temperature"], s["top_p"], s["top_k"], gen)], a.reps)
-                _, count, _ = fastdllm_rt._C.ops.sampling_candidates(x, s["temperature"], s["top_p"], s["top_k"])
+                _, count, _ = fastdllm_rt._C._testing.ops.sampling_candidates(x, s["temperature"], s["top_p"], s["top_k"])
                 e = dict(s, rows=rows, logits=kind, fastdllm_rt_s=t[0], torch_s=t[1],
                          fastdllm_rt_median_ms=1e3 * statistics.median(t[0]),
                          torch_median_ms=1e3 * statistics.median(t[1]),

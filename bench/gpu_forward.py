@@ -47,13 +47,16 @@ def hbm_gbs(mb: int = 1024, reps: int = 10) -> float:
 def bench_shape(name: str, s: dict, model_dir: str, reps: int, skip_torch: bool) -> dict:
     write_random_bf16_model(model_dir, s)
     model = fastdllm_rt.load_model(model_dir, device="cuda")
-    pool = model.make_pool(16, (CACHED + 64) // 16 + 4)
-    table = fastdllm_rt._C.PageTable(pool)
+    T = fastdllm_rt._C._testing
+    pool = T.make_pool(model, 16, (CACHED + 64) // 16 + 4, "bfloat16")  # the engine's KV dtype for bf16 models
+    table = T.PageTable(pool)
     table.reserve_tokens(CACHED + 32)
     rng = np.random.default_rng(0)
     for c0 in range(0, CACHED, 128):
-        model.forward(rng.integers(0, 151000, 128).astype(np.int32), np.arange(c0, c0 + 128, dtype=np.int32), table,
-                      c0, c0 + 128, logit_rows=np.zeros(0, np.int32))
+        T.forward(model, pool, [dict(tokens=rng.integers(0, 151000, 128).astype(np.int32),
+                                     positions=np.arange(c0, c0 + 128, dtype=np.int32), pages=list(table.pages),
+                                     write_offset=c0, kv_limit=np.full(128, c0 + 128, np.int32),
+                                     rows=np.zeros(0, np.int32))])
     ref = past = None
     if not skip_torch:
         from safetensors.torch import load_file
@@ -68,10 +71,13 @@ def bench_shape(name: str, s: dict, model_dir: str, reps: int, skip_torch: bool)
         ids = rng.integers(0, 151000, new).astype(np.int32)
         pos = np.arange(CACHED, CACHED + new, dtype=np.int32)
         lrows = np.arange(new - rows, new, dtype=np.int32)
+        # One sequence's denoising step: the new tokens over the cached prefix.
+        step = [dict(tokens=ids, positions=pos, pages=list(table.pages), write_offset=CACHED,
+                     kv_limit=np.full(new, CACHED + new, np.int32), rows=lrows)]
         # Both sides do a greedy denoising step: the forward, then per lm_head row
         # the argmax token and its probability, on the host (ours: forward_top2,
         # a replayed CUDA graph after the first two calls of a shape).
-        fns = [lambda: model.forward_top2(ids, pos, table, CACHED, CACHED + new, logit_rows=lrows)]
+        fns = [lambda: T.forward(model, pool, step, "top2")]
         if ref is not None:
             tids = torch.from_numpy(ids.astype(np.int64)).cuda()
 

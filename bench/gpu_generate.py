@@ -1,13 +1,11 @@
-"""Whole-generation GPU benchmark (random bf16 weights, Qwen2.5 shapes): 256 new
-tokens greedy with and without the sub-block cache, each with the threshold
-decisions on the device (the default: forwards queued ahead of the host,
-runtime/device_decisions.h) and on the host (FASTDLLM_DEVICE_DECISIONS=0: one
-sync per forward), and one sampling run (temperature 0.8, top_p 0.95); wall
-time, forwards per second, tokens per forward, and the mean time per forward
-next to gpu_forward.py's forward time shows the per-step gap (sync, host
-bookkeeping, launch) and what the device decisions remove of it. Then the same greedy
-runs with the PyTorch reference of the loop (bench/torch_generate.py, bf16
-eager) on the same GPU. Needs a CUDA device. Prints JSON.
+"""Whole-generation GPU benchmark of one request (random bf16 weights, Qwen2.5
+shapes): 256 new tokens greedy with and without the sub-block cache, and one
+sampling run (temperature 0.8, top_p 0.95); wall time, forwards per second,
+tokens per forward, and the mean time per forward next to gpu_forward.py's
+forward time shows the per-step gap (one sync per forward, the scheduler's
+bookkeeping, the launch). Then the same greedy runs with the PyTorch reference
+of the loop (bench/torch_generate.py, bf16 eager) on the same GPU. Needs a CUDA
+device. Prints JSON. (Many requests at once: bench/gpu_batch.py.)
 
     python bench/gpu_generate.py [--shape 1.5b|7b] [--skip-torch] [--out FILE]
 """
@@ -47,22 +45,19 @@ def main():
     prompt = np.random.default_rng(0).integers(0, 151000, 100).tolist()
     engine.generate_ids(prompt, max_new_tokens=64)  # warm-up: graphs captured, allocator filled
     runs = []
-    configs = [(cache, None, dd) for cache in (False, True) for dd in ("device", "host")]
-    configs.append((True, dict(temperature=0.8, top_p=0.95, seed=0), "host"))  # sampling draws on the host
-    for cache, sampling, decisions in configs:
-        os.environ["FASTDLLM_DEVICE_DECISIONS"] = "1" if decisions == "device" else "0"
+    configs = [(False, None), (True, None), (True, dict(temperature=0.8, top_p=0.95, seed=0))]
+    for cache, sampling in configs:
         engine.generate_ids(prompt, max_new_tokens=64, use_block_cache=cache, **(sampling or {}))  # this path's graphs
         t = time.perf_counter()
         r = engine.generate_ids(prompt, max_new_tokens=a.max_new_tokens, use_block_cache=cache, stop_token_id=151645,
                                 **(sampling or {}))
         wall = time.perf_counter() - t
-        runs.append({"use_block_cache": cache, "sampling": sampling, "decisions": decisions, "wall_s": wall,
+        runs.append({"use_block_cache": cache, "sampling": sampling, "wall_s": wall,
                      "new_tokens": len(r.token_ids),
                      "forwards": r.num_forwards, "forwards_per_s": r.num_forwards / wall,
                      "ms_per_forward": 1e3 * wall / r.num_forwards, "tokens_per_s": len(r.token_ids) / wall,
                      "tokens_per_forward": r.tokens_per_forward, "graph_runs": dict(engine.model.graph_runs)})
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    os.environ.pop("FASTDLLM_DEVICE_DECISIONS", None)
     report = {"bench": "gpu_generate", "shape": dict(s, name=name), "device": fastdllm_rt.cuda_status(),
               "settings": {"prompt_tokens": 100, "max_new_tokens": a.max_new_tokens, "block_size": 32,
                            "sub_block_size": 8, "threshold": 0.9}, "runs": runs}

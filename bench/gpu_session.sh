@@ -4,7 +4,7 @@
 #
 #   bash bench/gpu_session.sh build   # pip install . with the CUDA backend (~5 min on 16 cores)
 #   bash bench/gpu_session.sh test    # the CUDA-marked tests            -> $OUT/gpu_tests.log
-#   bash bench/gpu_session.sh bench   # gpu_forward + gpu_generate JSON  -> $OUT/
+#   bash bench/gpu_session.sh bench   # gpu_forward + gpu_generate + gpu_batch JSON -> $OUT/
 #   bash bench/gpu_session.sh sanitize  # compute-sanitizer memcheck over the small-shape tests
 #   bash bench/gpu_session.sh all     # the three in order (fits one call only with a warm ccache)
 #
@@ -49,13 +49,14 @@ tests() {
 sanitize() {
   # Out-of-bounds and misaligned accesses of every kernel on odd shapes (slow: small cases only).
   compute-sanitizer --tool memcheck --print-limit 20 python3 -m pytest -q -m cuda -p no:cacheprovider -x \
-    tests/test_cuda.py -k "37 or gather or (engine_token_exact_vs_cpu and bs0) or sampling_engine or come_down or device_decisions" 2>&1 |
+    tests/test_cuda.py -k "37 or gather or ragged or (engine_token_exact_vs_cpu and bs0) or sampling_engine or come_down or batched_engine" 2>&1 |
     tee "$OUT/gpu_memcheck.log" || true
 }
 
 bench() {
   python3 bench/gpu_forward.py --out "$OUT/gpu_forward.json" 2>&1 | tee "$OUT/gpu_forward.log" || true
   python3 bench/gpu_generate.py --out "$OUT/gpu_generate.json" 2>&1 | tee "$OUT/gpu_generate.log" || true
+  python3 bench/gpu_batch.py --out "$OUT/gpu_batch.json" 2>&1 | tee "$OUT/gpu_batch.log" || true
 }
 
 case "${1:-all}" in

@@ -67,6 +67,18 @@ DType kv_dtype_from_name(const std::string& name) {
   return dtype_from_name(name.c_str());
 }
 
+SchedulerConfig scheduler_config(int page_size, int64_t max_pages, const std::string& kv_dtype, bool prefix_cache,
+                                 int max_batch_size, int64_t max_batch_tokens) {
+  SchedulerConfig c;
+  c.page_size = page_size;
+  c.max_pages = max_pages;
+  c.kv_dtype = kv_dtype_from_name(kv_dtype);
+  c.prefix_cache = prefix_cache;
+  c.max_batch_size = max_batch_size;
+  c.max_batch_tokens = max_batch_tokens;
+  return c;
+}
+
 py::dict stats_dict(const SchedulerStats& s) {
   py::dict d;
   d["model_forwards"] = s.model_forwards;
@@ -143,14 +155,10 @@ void bind_runtime(py::module_& m) {
   py::class_<EngineLoop, std::shared_ptr<EngineLoop>>(m, "EngineLoop")
       .def(py::init([](std::shared_ptr<Model> model, int page_size, int64_t max_pages, const std::string& kv_dtype,
                        bool prefix_cache, int max_batch_size, int64_t max_batch_tokens, int threads) {
-             SchedulerConfig c;
-             c.page_size = page_size;
-             c.max_pages = max_pages;
-             c.kv_dtype = kv_dtype_from_name(kv_dtype);
-             c.prefix_cache = prefix_cache;
-             c.max_batch_size = max_batch_size;
-             c.max_batch_tokens = max_batch_tokens;
-             return std::make_shared<EngineLoop>(std::move(model), c, threads);
+             return std::make_shared<EngineLoop>(
+                 std::move(model),
+                 scheduler_config(page_size, max_pages, kv_dtype, prefix_cache, max_batch_size, max_batch_tokens),
+                 threads);
            }),
            py::arg("model"), py::arg("page_size"), py::arg("max_pages"), py::arg("kv_dtype") = "float32",
            py::arg("prefix_cache") = true, py::arg("max_batch_size") = 16, py::arg("max_batch_tokens") = 4096,

@@ -84,6 +84,29 @@ BatchArrays batch_arrays(const py::object& qo, const py::object& kv_indptr, cons
   return b;
 }
 
+// The attention work list of a batch (plans::plan_attention over each
+// sequence's longest key limit), kept alive and on the op's device for a call.
+struct PlanOnDevice {
+  plans::AttentionPlan plan;
+  std::vector<int32_t> work, count, kv_len;
+  AttentionPlanView view;
+  PlanOnDevice(const BatchArrays& b, OnDevice& d, int64_t kv_heads, int64_t target_ctas) {
+    if (d.dev == Device::CPU) return;  // the CPU attention runs per query
+    kv_len.assign(b.qo.size() - 1, 0);
+    for (size_t t = 0; t < b.token_seq.size(); ++t)
+      kv_len[size_t(b.token_seq[t])] = std::max(kv_len[size_t(b.token_seq[t])], b.kv_limit[t]);
+    plans::plan_attention(b.qo.data(), kv_len.data(), int(kv_len.size()), kv_heads, &plan, target_ctas);
+    for (const auto& w : plan.work) work.insert(work.end(), {w.q0, w.nq, w.k0, w.k1, w.split});
+    count.assign(1, int32_t(plan.work.size()));
+    view.work = d.ints(work);
+    view.num_work = int64_t(plan.work.size());
+    view.work_count = d.ints(count);
+    view.part_base = d.ints(plan.part_base);
+    view.part_count = d.ints(plan.part_count);
+    view.num_parts = plan.num_parts;
+  }
+};
+
 // The CUDA attention's split / merge over a plan, emulated in scalar fp32 on
 // the CPU's pages: checks that a plan (plans::plan_attention) covers every
 // key of every query exactly once, and that the partial slots line up.
@@ -433,25 +456,8 @@ void bind_testing(py::module_& t) {
     py::array out = operand_out({q.shape(0), q.shape(1) * q.shape(2)}, out_dtype);
     OnDevice d(pool.device());
     const KVBatch b = ba.on(d);
-    AttentionPlanView pv;
-    plans::AttentionPlan plan;
-    std::vector<int32_t> work, count;
-    if (pool.device() != Device::CPU) {
-      std::vector<int32_t> kv_len(ba.qo.size() - 1, 0);
-      for (size_t t = 0; t < ba.token_seq.size(); ++t)
-        kv_len[size_t(ba.token_seq[t])] = std::max(kv_len[size_t(ba.token_seq[t])], ba.kv_limit[t]);
-      plans::plan_attention(ba.qo.data(), kv_len.data(), int(kv_len.size()), pool.geometry().num_kv_heads, &plan,
-                            target_ctas);
-      for (const auto& w : plan.work) work.insert(work.end(), {w.q0, w.nq, w.k0, w.k1, w.split});
-      count.assign(1, int32_t(plan.work.size()));
-      pv.work = d.ints(work);
-      pv.num_work = int64_t(plan.work.size());
-      pv.work_count = d.ints(count);
-      pv.part_base = d.ints(plan.part_base);
-      pv.part_count = d.ints(plan.part_count);
-      pv.num_parts = plan.num_parts;
-    }
-    ops::attention(d.in(as_view(q)), pool.layer(0), b, scale, d.out(as_view(out, out_dtype)), pv);
+    const PlanOnDevice pv(ba, d, pool.geometry().num_kv_heads, target_ctas);
+    ops::attention(d.in(as_view(q)), pool.layer(0), b, scale, d.out(as_view(out, out_dtype)), pv.view);
     d.finish();
     return out;
   }, py::arg("q"), py::arg("pool"), py::arg("kv_limit"), py::arg("qo_indptr"), py::arg("kv_indptr"),
@@ -473,23 +479,8 @@ void bind_testing(py::module_& t) {
     OnDevice d(pool.device());
     const KVBatch wb = w.on(d), rb = r.on(d);
     ops::kv_write(pool.layer(0), wb, d.in(as_view(k)), d.in(as_view(v)));
-    AttentionPlanView pv;
-    plans::AttentionPlan plan;
-    std::vector<int32_t> work, count;
-    if (pool.device() != Device::CPU) {
-      int32_t len = 0;
-      for (int32_t x : lim) len = std::max(len, x);
-      plans::plan_attention(r.qo.data(), &len, 1, pool.geometry().num_kv_heads, &plan);
-      for (const auto& it : plan.work) work.insert(work.end(), {it.q0, it.nq, it.k0, it.k1, it.split});
-      count.assign(1, int32_t(plan.work.size()));
-      pv.work = d.ints(work);
-      pv.num_work = int64_t(plan.work.size());
-      pv.work_count = d.ints(count);
-      pv.part_base = d.ints(plan.part_base);
-      pv.part_count = d.ints(plan.part_count);
-      pv.num_parts = plan.num_parts;
-    }
-    ops::attention(d.in(as_view(q)), pool.layer(0), rb, scale, d.out(as_view(out, out_dtype)), pv);
+    const PlanOnDevice pv(r, d, pool.geometry().num_kv_heads, plans::kAttnTargetCtas);
+    ops::attention(d.in(as_view(q)), pool.layer(0), rb, scale, d.out(as_view(out, out_dtype)), pv.view);
     d.finish();
     return out;
   }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pool"), py::arg("page_table"), py::arg("scale"),
@@ -622,15 +613,10 @@ void bind_testing(py::module_& t) {
   py::class_<SchedulerProbe>(t, "Scheduler")
       .def(py::init([](std::shared_ptr<Model> model, int page_size, int64_t max_pages, const std::string& kv_dtype,
                        bool prefix_cache, int max_batch_size, int64_t max_batch_tokens) {
-             SchedulerConfig c;
-             c.page_size = page_size;
-             c.max_pages = max_pages;
-             c.kv_dtype = kv_dtype_from_name(kv_dtype);
-             c.prefix_cache = prefix_cache;
-             c.max_batch_size = max_batch_size;
-             c.max_batch_tokens = max_batch_tokens;
              auto p = new SchedulerProbe;
-             p->s = std::make_unique<Scheduler>(std::move(model), c);
+             p->s = std::make_unique<Scheduler>(std::move(model), scheduler_config(page_size, max_pages, kv_dtype,
+                                                                                   prefix_cache, max_batch_size,
+                                                                                   max_batch_tokens));
              return p;
            }),
            py::arg("model"), py::arg("page_size") = 16, py::arg("max_pages") = 256, py::arg("kv_dtype") = "float32",

@@ -95,72 +95,6 @@ void graph_launch(void* exec) {
 
 void graph_destroy(void* exec) { cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec)); }
 
-// graph = arm kernel -> IF(condition) { body }. Both parts are captured from
-// stream() into graphs built here (cudaStreamBeginCaptureToGraph), the body
-// into the IF node's own body graph.
-void* graph_capture_if(const std::function<void(uint64_t)>& arm, const std::function<void()>& body) {
-  const auto s = static_cast<cudaStream_t>(stream_handle());
-  cudaGraph_t graph = nullptr;
-  check(cudaGraphCreate(&graph, 0), "cudaGraphCreate");
-  bool capturing = false;
-  const auto capture = [&](cudaGraph_t into, const cudaGraphNode_t* deps, size_t n_deps,
-                           const std::function<void()>& launches) {
-    check(cudaStreamBeginCaptureToGraph(s, into, deps, nullptr, n_deps, cudaStreamCaptureModeRelaxed),
-          "cudaStreamBeginCaptureToGraph");
-    capturing = true;
-    launches();
-    capturing = false;
-    check(cudaStreamEndCapture(s, &into), "cudaStreamEndCapture");
-  };
-  try {
-    cudaGraphConditionalHandle handle{};
-    check(cudaGraphConditionalHandleCreate(&handle, graph, 0, cudaGraphCondAssignDefault),
-          "cudaGraphConditionalHandleCreate");
-    capture(graph, nullptr, 0, [&] { arm(uint64_t(handle)); });
-    cudaGraphNode_t arm = nullptr;
-    size_t n_nodes = 1;
-    check(cudaGraphGetNodes(graph, &arm, &n_nodes), "cudaGraphGetNodes");
-    cudaGraphNodeParams params{};
-    params.type = cudaGraphNodeTypeConditional;
-    params.conditional.handle = handle;
-    params.conditional.type = cudaGraphCondTypeIf;
-    params.conditional.size = 1;
-    cudaGraphNode_t cond = nullptr;
-    check(cudaGraphAddNode(&cond, graph, &arm, nullptr, 1, &params), "cudaGraphAddNode (conditional)");
-    capture(params.conditional.phGraph_out[0], nullptr, 0, body);
-    cudaGraphExec_t exec = nullptr;
-    check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate (guarded)");
-    cudaGraphDestroy(graph);
-    return exec;
-  } catch (...) {
-    if (capturing) {  // leave the stream usable
-      cudaGraph_t partial = nullptr;
-      cudaStreamEndCapture(s, &partial);
-    }
-    cudaGraphDestroy(graph);
-    cudaGetLastError();
-    throw;
-  }
-}
-
-void* host_alloc(size_t nbytes) {
-  void* p = nullptr;
-  check(cudaHostAlloc(&p, nbytes, cudaHostAllocDefault), "cudaHostAlloc");
-  return p;
-}
-void host_free(void* p) { cudaFreeHost(p); }
-
-void* event_create() {
-  cudaEvent_t e = nullptr;
-  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
-  return e;
-}
-void event_record(void* e) {
-  check(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(stream_handle())), "cudaEventRecord");
-}
-void event_wait(void* e) { check(cudaEventSynchronize(static_cast<cudaEvent_t>(e)), "cudaEventSynchronize"); }
-void event_destroy(void* e) { cudaEventDestroy(static_cast<cudaEvent_t>(e)); }
-
 void upload_async(void* dst, const void* src, size_t nbytes) {
   check(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream_handle())),
         "cudaMemcpyAsync");
@@ -205,15 +139,6 @@ void synchronize() {}
 void* graph_capture(const std::function<void()>&) { throw InvalidArgument("built without the CUDA backend"); }
 void graph_launch(void*) {}
 void graph_destroy(void*) {}
-void* graph_capture_if(const std::function<void(uint64_t)>&, const std::function<void()>&) {
-  throw InvalidArgument("built without the CUDA backend");
-}
-void* host_alloc(size_t) { throw InvalidArgument("built without the CUDA backend"); }
-void host_free(void*) {}
-void* event_create() { throw InvalidArgument("built without the CUDA backend"); }
-void event_record(void*) {}
-void event_wait(void*) {}
-void event_destroy(void*) {}
 
 #endif
 

@@ -54,21 +54,6 @@ CachingAllocator& device_allocator();
 // executable graph; launch queues it on stream(). Handles are cudaGraphExec_t.
 void* graph_capture(const std::function<void()>& body);
 void graph_launch(void* exec);
-// A guarded graph: arm's launches come first and set an IF node's condition (a
-// cudaGraphConditionalHandle, passed to arm) from device memory, e.g. with
-// ops::set_graph_condition; body's launches run only when it is non-zero. So the
-// host can queue work before it knows whether the work is needed. Needs CUDA
-// 12.4+ drivers (conditional nodes).
-void* graph_capture_if(const std::function<void(uint64_t condition)>& arm, const std::function<void()>& body);
 void graph_destroy(void* exec);
-
-// Page-locked host memory, which asynchronous downloads need to be truly
-// asynchronous, and events to wait for one point of the stream.
-void* host_alloc(size_t nbytes);
-void host_free(void* p);
-void* event_create();
-void event_record(void* event);  // at the current end of stream()
-void event_wait(void* event);    // host waits; throws naming the failed kernel's error
-void event_destroy(void* event);
 
 }  // namespace fastdllm::cuda

@@ -10,7 +10,7 @@
 #include "core/cuda_runtime.h"
 #include "fastdllm/dtype.h"
 #include "fastdllm/error.h"
-#include "fastdllm/ops.h"
+#include "fastdllm/paged_kv.h"
 
 namespace fastdllm::cuda {
 
@@ -40,11 +40,20 @@ void by_act_dtype(DType t, F&& f) {
   else f(float{});
 }
 
-// The block of one kv head in the page that holds table entry page_idx
-// (fastdllm/ops.h PagedKV; offset: kv.k_offset or kv.v_offset).
-__device__ __forceinline__ const float* head_block(const PagedKV& kv, int64_t offset, int64_t head, int64_t page_idx) {
-  return static_cast<const float*>(kv.base) + int64_t(kv.page_table[page_idx]) * kv.page_stride + offset +
-         head * kv.head_stride;
+// The block of one kv head in the page that a sequence's page table (its
+// kv_indices row) lists at page_idx (fastdllm/paged_kv.h PagedKV; offset:
+// kv.k_offset or kv.v_offset; E the pages' element type).
+template <class E>
+__device__ __forceinline__ E* head_block(const PagedKV& kv, const int32_t* table, int64_t offset, int64_t head,
+                                         int64_t page_idx) {
+  return static_cast<E*>(kv.base) + int64_t(table[page_idx]) * kv.page_stride + offset + head * kv.head_stride;
+}
+
+// Calls f with a value of the KV pages' element type (float32 or bfloat16).
+template <class F>
+void by_kv_dtype(DType t, F&& f) {
+  if (t == DType::BF16) f(__nv_bfloat16{});
+  else f(float{});
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

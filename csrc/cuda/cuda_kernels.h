@@ -1,13 +1,13 @@
 // Entry points of the CUDA kernels (csrc/cuda/**.cu). Plain C++: device
 // pointers and sizes; every kernel goes to cuda::stream() (core/cuda_runtime.h)
 // and they return after queueing work (launch errors surface through
-// check_launch()). The signatures mirror
-// ops::KernelTable so that the table can point at them directly.
+// check_launch()). The signatures mirror ops::KernelTable (csrc/ops) so that
+// the table can point at them directly; nothing here knows the op layer.
 #pragma once
 #include <cstdint>
 
 #include "fastdllm/dtype.h"
-#include "fastdllm/ops.h"
+#include "fastdllm/paged_kv.h"
 
 namespace fastdllm::cuda {
 
@@ -25,14 +25,15 @@ void linear(const void* x, DType x_dtype, const void* w, DType w_dtype, bool pac
             const float* residual, float* out, int64_t m, int64_t n, int64_t k);
 void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
-void kv_write(const PagedKV& kv, const float* k, const float* v, int64_t len, int64_t start);
-// qkv [len, (heads + 2 * kv.num_kv_heads) * head_dim] -> q_out [len, heads, head_dim] with RoPE,
-// k (RoPE) and v into cache tokens [start, start + len).
-void qkv_rope_append(const float* qkv, int64_t len, int64_t heads, const int32_t* positions, const float* inv_freq,
-                     const PagedKV& kv, int64_t start, float* q_out);
-void attention(const float* q, int64_t len_q, int64_t heads, const PagedKV& kv, int64_t n_kv, float scale,
-               const int32_t* kv_limit, const uint8_t* mask, void* out,
-               DType out_dtype);
+// k, v [num_tokens, kv_heads, head_dim] (fp32) into each token's slot of its sequence's pages.
+void kv_write(const PagedKV& kv, const KVBatch& batch, const float* k, const float* v);
+// qkv [num_tokens, (heads + 2 * kv.num_kv_heads) * head_dim] -> q_out [num_tokens, heads, head_dim]
+// with RoPE at batch.positions, k (RoPE) and v into each token's slot.
+void qkv_rope_append(const float* qkv, int64_t heads, const float* inv_freq, const PagedKV& kv, const KVBatch& batch,
+                     float* q_out);
+// Split-KV attention of a ragged batch over the work list of plans::plan_attention.
+void attention(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& batch, float scale,
+               const AttentionPlanView& plan, void* out, DType out_dtype);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
 // index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
@@ -42,10 +43,5 @@ void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int
 void sampling_candidates(const float* logits, int64_t rows, int64_t vocab, float temperature, float top_p, int top_k,
                          int32_t exclude, float* stats, int32_t* count, int32_t* cand);
 
-// ops::denoise_decide; sub: the sub-block size (scratch for the rule).
-void denoise_decide(int32_t* state, const int32_t* index, const float* prob, int32_t* staging, int32_t ran, int sub);
-
-// ops::set_graph_condition.
-void set_graph_condition(uint64_t condition, const int32_t* flag, int32_t value);
 
 }  // namespace fastdllm::cuda

@@ -410,6 +410,10 @@ class Engine:
             for r in reqs:
                 r.cancel()
             raise
+        return self._results(states, with_text)
+
+    def _results(self, states: List[dict], with_text: bool) -> List[GenerationResult]:
+        """Results of finished requests; the first that failed raises, naming its prompt."""
         out = []
         for i, s in enumerate(states):
             try:
@@ -530,11 +534,4 @@ class Engine:
             for r in reqs:
                 r.cancel()
             raise
-        out = []
-        for i, s in enumerate(states):
-            try:
-                _check_failed(s)
-            except GenerationError as e:
-                raise GenerationError(f"prompt {i}: {e}" if len(states) > 1 else str(e)) from None
-            out.append(_result(s, self.tokenizer.decode(list(s["output"])) if self.tokenizer else None))
-        return out
+        return self._results(states, with_text=True)
