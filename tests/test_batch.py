@@ -25,8 +25,10 @@ def setup(request, tmp_path_factory):
 
 
 def params(max_new_tokens=48, block_size=32, sub_block_size=8, threshold=0.9, use_block_cache=False, stop=STOP,
-           temperature=0.0, top_p=1.0, top_k=0, seed=0):
+           temperature=0.0, top_p=1.0, top_k=0, seed=0, length_rule="upstream"):
+    """The official loop's length rule, so that rows compare with the spec's reference."""
     p = _C.GenerationParams()
+    p.length_rule = length_rule
     p.max_new_tokens, p.block_size, p.sub_block_size, p.threshold = max_new_tokens, block_size, sub_block_size, threshold
     p.use_block_cache, p.mask_id, p.stop_id = use_block_cache, MASK, stop
     p.temperature, p.top_p, p.top_k, p.seed = temperature, top_p, top_k, seed

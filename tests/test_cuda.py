@@ -342,7 +342,7 @@ def test_engine_token_exact_vs_reference(fp32_dir, bs, block_cache):
     for plen in (7, bs[0] + 3):
         prompt = RNG.integers(0, 500, plen).tolist()
         res = gpu.generate_ids(prompt, max_new_tokens=64, block_size=bs[0], sub_block_size=bs[1], threshold=0.9,
-                               use_block_cache=block_cache, stop_token_id=2)
+                               use_block_cache=block_cache, stop_token_id=2, length_rule="upstream")
         ids, forwards = ref_generate(ref, prompt, 64, block_size=bs[0], small_block_size=bs[1], threshold=0.9,
                                      use_block_cache=block_cache, mask_id=511, stop_token=2)
         assert res.token_ids == ids and res.num_forwards == forwards

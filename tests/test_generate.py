@@ -21,7 +21,7 @@ def setup(request, tmp_path_factory):
 
 
 def check(engine, ref, prompt, **kw):
-    res = engine.generate_ids(list(prompt), **kw)
+    res = engine.generate_ids(list(prompt), length_rule="upstream", **kw)
     ids, forwards = ref_generate(ref, prompt, kw["max_new_tokens"], block_size=kw["block_size"],
                                  small_block_size=kw["sub_block_size"], threshold=kw["threshold"],
                                  use_block_cache=kw["use_block_cache"], mask_id=MASK,
@@ -50,7 +50,7 @@ def test_stop_token_mid_block(setup, block_cache):
     engine, ref, seed = setup
     prompt = list(np.random.default_rng(seed).integers(0, MASK, 21))
     kw = dict(max_new_tokens=96, block_size=32, sub_block_size=8, threshold=0.9, use_block_cache=block_cache)
-    free = engine.generate_ids(prompt, stop_token_id=329, **kw).token_ids
+    free = engine.generate_ids(prompt, stop_token_id=329, length_rule="upstream", **kw).token_ids
     # Pick a token first produced in the middle of the second block (index 11 + 14 of the output)
     # as the stop token: generation must end right after it, without the commit forward.
     stop = free[11 + 14]
@@ -76,7 +76,7 @@ def test_new_token_count_follows_the_spec(setup):
     """fast_dllm_v2.md 4, fact 8: P0=20, B=32, max_new=96 -> 77 new tokens."""
     engine, _, _ = setup
     res = engine.generate_ids(list(range(20)), max_new_tokens=96, block_size=32, sub_block_size=8, threshold=0.9,
-                              stop_token_id=329)
+                              stop_token_id=329, length_rule="upstream")
     if res.finish_reason == "length":
         assert len(res.token_ids) == 77
 

@@ -101,9 +101,50 @@ CONFIG_CASES = [
     (dict(model_type="llama"), "'model_type' is 'llama'"),
     (dict(mask_token_id=999), "'mask_token_id' 999 is outside the vocabulary"),
     (dict(eos_token_id=None), "neither 'stop_token_id' nor 'eos_token_id'"),
-    (dict(rms_norm_eps=-1.0), "'rms_norm_eps' must be >= 0"),
+    (dict(rms_norm_eps=-1.0), r"'rms_norm_eps' must be a finite number in \[0, 0.1\], got -1.0"),
     (dict(tie_word_embeddings="yes"), "'tie_word_embeddings' must be true or false"),
+    # values that do not fit or make no sense are errors naming the key, never wrapped or run
+    (dict(num_hidden_layers=4294967298), "'num_hidden_layers' must be <= 4096, got 4294967298"),
+    (dict(vocab_size=2 ** 40), "'vocab_size' must be <= 16777216"),
+    (dict(rope_theta=float("inf")), "'rope_theta' must be a finite number"),
+    (dict(rope_theta=float("nan")), "'rope_theta' must be a finite number"),
+    (dict(rms_norm_eps=1e30), "'rms_norm_eps' must be a finite number in"),
+    (dict(mask_token_id=2), "'mask_token_id' and the stop token .* are both 2"),
+    (dict(eos_token_id=[2, "x"]), "'eos_token_id' must be a token id or a list of them"),
+    # features the runtime does not implement are refused by name
+    (dict(use_sliding_window=True, sliding_window=4096), "'use_sliding_window': true is not supported"),
+    (dict(layer_types=["full_attention", "sliding_attention"]), "'layer_types' must all be 'full_attention'"),
+    (dict(quantization_config={"quant_method": "gptq"}), "quantized checkpoints are not supported yet"),
 ]
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (dict(num_hidden_layers=4000), r"tensor 'model.layers.\d+\.\S+' is missing from the checkpoint \(and 47975 more\)"),
+    (dict(hidden_size=10 ** 6), r"tensor '.*' has shape \[\d+(, \d+)?\], expected"),
+    (dict(intermediate_size=4000000), r"tensor 'model.layers.0.mlp.down_proj.weight' has shape"),
+])
+def test_config_checked_against_headers_before_allocating(broken, edit, msg):
+    """A config that asks for a huge model fails on the checkpoint's headers
+    at once, before anything is allocated for it (no climbing RSS, no bad_alloc)."""
+    import resource
+    edit_config(broken, **edit)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(LoadError, match=msg):
+        fastdllm_rt.load_model(str(broken))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: well under 200 MB
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_named(broken, bad):
+    def f(t):
+        t["model.layers.1.mlp.down_proj.weight"][3, 7] = bad
+    rewrite_tensors(broken, f)
+    with pytest.raises(LoadError, match=r"model\.safetensors: tensor 'model.layers.1.mlp.down_proj.weight' holds 1 "
+                                        r"non-finite values \(NaN or inf\)"):
+        fastdllm_rt.load_model(str(broken))
+    for dtype in ("bfloat16", "float16"):  # the converting and packing paths check too
+        with pytest.raises(LoadError, match="holds 1 non-finite values"):
+            fastdllm_rt.load_model(str(broken), dtype=dtype)
 
 
 @pytest.mark.parametrize("edit,msg", CONFIG_CASES)

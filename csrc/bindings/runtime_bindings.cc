@@ -102,6 +102,8 @@ py::dict stats_dict(const SchedulerStats& s) {
 }
 
 void bind_runtime(py::module_& m) {
+  m.def("checkpoint_tensors", [](const py::dict& cfg) { return Model::checkpoint_tensors(config_from_dict(cfg)); },
+        py::arg("config"), "The tensor names and shapes a checkpoint of this config holds (nothing is allocated).");
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device) {
              return std::make_shared<Model>(config_from_dict(cfg), dtype_from_name(dtype.c_str()),
@@ -126,6 +128,15 @@ void bind_runtime(py::module_& m) {
   py::class_<GenerationParams>(m, "GenerationParams")
       .def(py::init<>())
       .def_readwrite("max_new_tokens", &GenerationParams::max_new_tokens)
+      .def_property("length_rule",
+                    [](const GenerationParams& p) {
+                      return std::string(p.length_rule == LengthRule::Tokens ? "tokens" : "upstream");
+                    },
+                    [](GenerationParams& p, const std::string& v) {
+                      FDL_CHECK(v == "tokens" || v == "upstream", "length_rule must be 'tokens' or 'upstream', got '",
+                                v, "'");
+                      p.length_rule = v == "tokens" ? LengthRule::Tokens : LengthRule::Upstream;
+                    })
       .def_readwrite("block_size", &GenerationParams::block_size)
       .def_readwrite("sub_block_size", &GenerationParams::sub_block_size)
       .def_readwrite("threshold", &GenerationParams::threshold)

@@ -20,18 +20,42 @@ inline float load_f32(const void* src, DType t, int64_t i) {
   }
 }
 
+// Non-finite <=> all exponent bits set, for each float format.
+inline bool non_finite_bits(const void* src, DType t, int64_t i) {
+  switch (t) {
+    case DType::BF16: return (static_cast<const uint16_t*>(src)[i] & 0x7f80u) == 0x7f80u;
+    case DType::F16: return (static_cast<const uint16_t*>(src)[i] & 0x7c00u) == 0x7c00u;
+    default: {
+      uint32_t u;
+      std::memcpy(&u, static_cast<const float*>(src) + i, 4);
+      return (u & 0x7f800000u) == 0x7f800000u;
+    }
+  }
+}
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
 }  // namespace
 
-void convert_elements(const void* src, DType st, void* dst, DType dt, int64_t n) {
+int64_t count_non_finite(const void* data, DType t, int64_t n) {
+  FDL_CHECK(is_float(t), "count_non_finite: ", dtype_name(t), " is not a float type");
+  int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) bad += non_finite_bits(data, t, i);
+  return bad;
+}
+
+int64_t convert_elements(const void* src, DType st, void* dst, DType dt, int64_t n) {
+  FDL_CHECK(is_float(st) && is_float(dt), "convert_elements: ", dtype_name(st), " -> ", dtype_name(dt),
+            " is not a float conversion");
   if (st == dt) {
     std::memcpy(dst, src, size_t(n) * dtype_size(st));
-    return;
+    return count_non_finite(dst, dt, n);  // reads what was just written: in cache for all but huge tensors
   }
-  FDL_CHECK((st == DType::F32 || st == DType::F16 || st == DType::BF16) &&
-                (dt == DType::F32 || dt == DType::F16 || dt == DType::BF16),
-            "convert_elements: ", dtype_name(st), " -> ", dtype_name(dt), " is not a float conversion");
-#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
+    bad += non_finite_bits(src, st, i);
     const float v = load_f32(src, st, i);
     if (dt == DType::F32)
       static_cast<float*>(dst)[i] = v;
@@ -40,6 +64,7 @@ void convert_elements(const void* src, DType st, void* dst, DType dt, int64_t n)
     else
       static_cast<uint16_t*>(dst)[i] = f32_to_f16(v);
   }
+  return bad;
 }
 
 }  // namespace fastdllm

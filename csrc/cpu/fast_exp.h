@@ -26,7 +26,10 @@ inline float fast_exp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t e = (__builtin_bit_cast(int32_t, t) - 0x4B400000 + 127) << 23;
+  // Unsigned: for a NaN input the biased exponent is garbage, and a signed
+  // shift of it would be undefined behaviour (UBSan found it); the NaN in p
+  // makes the result NaN either way.
+  const uint32_t e = (__builtin_bit_cast(uint32_t, t) - 0x4B400000u + 127u) << 23;
   return p * __builtin_bit_cast(float, e) * zero_if_underflow;
 }
 

@@ -1,3 +1,5 @@
+#include <cmath>
+
 #include "fastdllm/error.h"
 #include "fastdllm/model.h"
 
@@ -17,8 +19,16 @@ void ModelConfig::validate() const {
   FDL_CHECK(num_heads % num_kv_heads == 0, "config.json: 'num_attention_heads' (", num_heads,
             ") must be a multiple of 'num_key_value_heads' (", num_kv_heads, ")");
   FDL_CHECK(head_dim % 2 == 0, "config.json: head_dim (", head_dim, ") must be even for RoPE");
-  FDL_CHECK(rope_theta > 0.f, "config.json: 'rope_theta' must be > 0, got ", rope_theta);
-  FDL_CHECK(rms_norm_eps >= 0.f, "config.json: 'rms_norm_eps' must be >= 0, got ", rms_norm_eps);
+  FDL_CHECK(std::isfinite(rope_theta) && rope_theta > 0.f, "config.json: 'rope_theta' must be finite and > 0, got ",
+            rope_theta);
+  FDL_CHECK(std::isfinite(rms_norm_eps) && rms_norm_eps >= 0.f && rms_norm_eps < 1.f,
+            "config.json: 'rms_norm_eps' must be in [0, 1), got ", rms_norm_eps);
+  // Sizes whose products index int64 element counts and int32 token ids.
+  FDL_CHECK(vocab_size < (int64_t(1) << 31) && hidden_size < (int64_t(1) << 24) &&
+                intermediate_size < (int64_t(1) << 24) && num_layers < (1 << 16) && head_dim <= 1024,
+            "config.json: the model's sizes are out of range (vocab_size ", vocab_size, ", hidden_size ", hidden_size,
+            ", intermediate_size ", intermediate_size, ", num_hidden_layers ", num_layers, ", head_dim ", head_dim,
+            ")");
 }
 
 }  // namespace fastdllm

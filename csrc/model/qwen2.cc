@@ -43,6 +43,10 @@ KVGeometry Model::kv_geometry(int page_size, DType kv_dtype) const {
 }
 
 const std::map<std::string, std::vector<int64_t>>& Model::expected_weights() const { return weights_->expected(); }
+std::map<std::string, std::vector<int64_t>> Model::checkpoint_tensors(const ModelConfig& config) {
+  config.validate();
+  return Qwen2Weights::expected_for(config);
+}
 void Model::set_weight(const std::string& name, const void* data, DType src, const std::vector<int64_t>& shape) {
   weights_->set(name, data, src, shape);
 }

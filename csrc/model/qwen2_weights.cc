@@ -64,8 +64,9 @@ Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device
   expected_ = make_expected();
 }
 
-std::map<std::string, std::vector<int64_t>> Qwen2Weights::make_expected() const {
-  const auto& c = config_;
+std::map<std::string, std::vector<int64_t>> Qwen2Weights::make_expected() const { return expected_for(config_); }
+
+std::map<std::string, std::vector<int64_t>> Qwen2Weights::expected_for(const ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t q = int64_t(c.num_heads) * hd, kv = int64_t(c.num_kv_heads) * hd;
   std::map<std::string, std::vector<int64_t>> w;
@@ -103,19 +104,28 @@ void Qwen2Weights::set(const std::string& name, const void* data, DType src, con
   const bool packed = packing_.packed;
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
+  // Every path below reads the tensor once, and that pass counts its non-finite
+  // values: NaN or inf weights would otherwise decode as finite garbage.
+  auto finite = [&](int64_t bad) {
+    FDL_CHECK(bad == 0, "tensor '", name, "' holds ", bad, " non-finite values (NaN or inf) of ", n,
+              "; the checkpoint is corrupt");
+  };
   auto put = [&](const Buffer& dst, int64_t elem_offset, DType dt) {
     char* d = static_cast<char*>(dst.data()) + size_t(elem_offset) * dtype_size(dt);
-    if (device_ == Device::CPU) return convert_elements(data, src, d, dt, n);
+    if (device_ == Device::CPU) return finite(convert_elements(data, src, d, dt, n));
     std::vector<char> host(size_t(n) * dtype_size(dt));  // convert on the host, then upload
-    convert_elements(data, src, host.data(), dt, n);
+    finite(convert_elements(data, src, host.data(), dt, n));
     copy_bytes(d, host.data(), host.size(), device_);
   };
   // The tensor as bf16 rows, for packing (converted once if the checkpoint has another dtype).
   std::vector<uint16_t> tmp;
   auto bf16_rows = [&]() -> const uint16_t* {
-    if (src == DType::BF16) return static_cast<const uint16_t*>(data);
+    if (src == DType::BF16) {
+      finite(count_non_finite(data, src, n));
+      return static_cast<const uint16_t*>(data);
+    }
     tmp.resize(size_t(n));
-    convert_elements(data, src, tmp.data(), DType::BF16, n);
+    finite(convert_elements(data, src, tmp.data(), DType::BF16, n));
     return tmp.data();
   };
   // A matrix block of rows [row0, row0 + shape[0]) of a weight with k columns.

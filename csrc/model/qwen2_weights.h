@@ -20,6 +20,7 @@ class Qwen2Weights {
   Qwen2Weights(const ModelConfig& config, DType dtype, Device device);
 
   const std::map<std::string, std::vector<int64_t>>& expected() const { return expected_; }
+  static std::map<std::string, std::vector<int64_t>> expected_for(const ModelConfig& config);
   void set(const std::string& name, const void* data, DType src_dtype, const std::vector<int64_t>& shape);
   void finalize();
   bool ready() const { return ready_; }

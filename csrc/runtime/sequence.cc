@@ -78,9 +78,21 @@ Sequence::Sequence(int64_t id, std::vector<int32_t> prompt, const GenerationPara
     FDL_CHECK(p0_ + p_.max_new_tokens <= p_.max_seq_len, "prompt (", p0_, " tokens) + max_new_tokens (",
               p_.max_new_tokens, ") exceeds max_seq_len=", p_.max_seq_len);
   }
-  const int64_t B = p_.block_size;
-  blocks_left_ = p_.max_new_tokens / B;
+  const int64_t B = p_.block_size, N = p_.max_new_tokens;
   prefill_pending_ = p0_ > B;  // strictly greater, as upstream (the P == B quirk)
+  if (p_.length_rule == LengthRule::Upstream) {
+    blocks_left_ = N / B;
+  } else if (N == 0) {
+    blocks_left_ = 0;
+    prefill_pending_ = false;  // nothing to generate: not even the prefill
+  } else {
+    // k blocks give k*B - P0%B + 1 new tokens (the +1: the last commit's AR
+    // token; with P0 % B == 0 the prefill's AR token opens the first block).
+    blocks_left_ = (N - 1 + p0_ % B + B - 1) / B;
+    const bool prefill_token = prefill_pending_ && p0_ % B == 0;
+    if (blocks_left_ == 0 && !prefill_token) blocks_left_ = 1;
+  }
+  total_blocks_ = blocks_left_;
   prefill_tokens_ = prefill_pending_ ? p0_ / B * B : 0;
 }
 
@@ -90,7 +102,7 @@ Sequence::~Sequence() {
 }
 
 int64_t Sequence::max_pages() const {
-  return (prefill_tokens_ + p_.max_new_tokens / p_.block_size * p_.block_size) / page_size_;
+  return (prefill_tokens_ + total_blocks_ * p_.block_size) / page_size_;
 }
 
 int64_t Sequence::usable_prefix_blocks(const PrefixCache::Match& m) const {
@@ -118,7 +130,10 @@ void Sequence::attach(KVCache* kv, const PrefixCache::Match& m, int64_t blocks, 
 
 const char* Sequence::finish_reason() const {
   if (!done_) return "";
-  return stopped_ ? "stop" : "length";
+  if (!stopped_) return "length";
+  // A stop token that the tokens rule cut away did not end the output.
+  const std::vector<int32_t> out = output();
+  return !out.empty() && out.back() == p_.stop_id ? "stop" : "length";
 }
 
 int64_t Sequence::first_stop(int64_t from) const {
@@ -139,16 +154,34 @@ std::vector<int32_t> Sequence::decoded_prefix() const {
   return out;
 }
 
+int64_t Sequence::decoded_count() const {
+  int64_t n = 0;
+  for (int64_t i = p0_; i < int64_t(x_.size()); ++i) {
+    const int32_t t = x_[size_t(i)];
+    if (t == p_.mask_id) break;
+    ++n;
+    if (t == p_.stop_id) break;
+  }
+  return n;
+}
+
+bool Sequence::enough_tokens() const {
+  return p_.length_rule == LengthRule::Tokens && decoded_count() >= p_.max_new_tokens;
+}
+
 std::vector<int32_t> Sequence::output() const {
   std::vector<int32_t> out(x_.begin() + p0_, x_.end());
   const int64_t fs = first_stop(p0_);
   if (fs >= 0) out.resize(size_t(fs - p0_ + 1));
+  if (p_.length_rule == LengthRule::Tokens && int64_t(out.size()) > p_.max_new_tokens)
+    out.resize(size_t(p_.max_new_tokens));
   return out;
 }
 
 Sequence::Action Sequence::next_action() {
   if (done_) return Action::Finish;
   if (prefill_pending_) return Action::Prefill;
+  if (enough_tokens()) return Action::Finish;  // the rest of the block would be cut away
   if (!in_block_) {
     if (blocks_left_ == 0) return Action::Finish;
     if (first_stop(p0_) >= 0) return Action::Finish;
@@ -310,10 +343,24 @@ bool Sequence::next(int64_t budget, ForwardRequest* req) {
   }
 }
 
+// A greedy row whose softmax is not a probability came from non-finite logits
+// (weights or activations that overflowed): an error naming the step, never a
+// token decoded from garbage.
+void Sequence::check_finite(const RowResults& r, int rows) const {
+  for (int k = 0; k < rows; ++k) {
+    const float p = r.top2_prob[2 * k];
+    const int32_t t = r.top2_index[2 * k];
+    FDL_CHECK_RT(std::isfinite(p) && p >= 0.f && p <= 1.0001f && t >= 0 && t < vocab_, "the ",
+                 step_kind_name(pending_.kind), " forward (the sequence's forward ", forwards_ + 1,
+                 ") produced non-finite logits: the model's weights or activations overflowed");
+  }
+}
+
 void Sequence::on_result(const RowResults& r) {
   const int64_t B = p_.block_size;
   switch (pending_.kind) {
     case StepKind::Prefill: {
+      if (!pending_.rows.empty()) check_finite(r, 1);
       const int64_t len = int64_t(pending_.tokens.size());
       cache_tokens_.insert(cache_tokens_.end(), pending_.tokens.begin(), pending_.tokens.end());
       next_tokens_.resize(next_tokens_.size() + size_t(len / B), -1);
@@ -330,6 +377,7 @@ void Sequence::on_result(const RowResults& r) {
       break;
     }
     case StepKind::Commit: {
+      check_finite(r, 1);
       for (int32_t p : block_->take_all()) committed_->push(p);  // level 2 -> level 1, no copy
       cache_tokens_.insert(cache_tokens_.end(), x_.end() - B, x_.end());
       next_tokens_.push_back(r.top2_index[0]);
@@ -366,6 +414,7 @@ void Sequence::on_result(const RowResults& r) {
           m.confidence = d.prob;
         }
       } else {
+        check_finite(r, n);
         for (int k = 0; k < n; ++k) {
           const int32_t* idx = r.top2_index + 2 * k;
           const float* prob = r.top2_prob + 2 * k;

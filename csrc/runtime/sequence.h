@@ -26,8 +26,15 @@
 
 namespace fastdllm {
 
+// What max_new_tokens means (docs/decoding.md, Lengths).
+enum class LengthRule {
+  Tokens,    // up to max_new_tokens new tokens: as many blocks as that needs, cut there
+  Upstream,  // the official loop's: max_new_tokens // B blocks, counted from the first block after the prompt
+};
+
 struct GenerationParams {
   int64_t max_new_tokens = 128;
+  LengthRule length_rule = LengthRule::Tokens;
   int block_size = 32;      // B
   int sub_block_size = 8;   // S, must divide B
   float threshold = 0.9f;   // the threshold policy's: unmask what is more confident (and at least one)
@@ -123,8 +130,11 @@ class Sequence {
   enum class Action { Prefill, StartBlock, Denoise, Commit, Finish };
   Action next_action();
   int64_t first_stop(int64_t from) const;
+  int64_t decoded_count() const;  // decoded_prefix().size() without building it
+  bool enough_tokens() const;     // the tokens rule has its max_new_tokens final tokens
   void finish();
   void take_pages(PageTable& table, int64_t tokens);  // grows a table from the reservation
+  void check_finite(const RowResults& r, int rows) const;
   void cache_committed();  // registers the committed blocks with the prefix cache
 
   int64_t id_;
@@ -138,6 +148,7 @@ class Sequence {
   int64_t prefilled_ = 0;       // prompt tokens committed so far (chunked prefills, prefix hits)
   bool prefill_pending_ = false;
   int64_t blocks_left_ = 0;
+  int64_t total_blocks_ = 0;    // blocks the length rule allows
   int64_t pb_ = 0;              // length of x before the current block was padded
   bool in_block_ = false;
   bool block_cache_valid_ = false;

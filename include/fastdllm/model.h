@@ -109,6 +109,9 @@ class Model {
 
   // Names and shapes the checkpoint must provide (lm_head.weight only when untied).
   const std::map<std::string, std::vector<int64_t>>& expected_weights() const;
+  // The same for a config, before anything is allocated (so that a loader can
+  // check a checkpoint's headers against the config first).
+  static std::map<std::string, std::vector<int64_t>> checkpoint_tensors(const ModelConfig& config);
   // Copies (and converts) one checkpoint tensor; data is row-major in src_dtype.
   void set_weight(const std::string& name, const void* data, DType src_dtype, const std::vector<int64_t>& shape);
   // Checks that every expected weight was set; throws naming the first missing one.

@@ -1,4 +1,6 @@
 """fastdllm_rt: a fast runtime for block-diffusion LLMs (Fast-dLLM v2)."""
+__version__ = "0.1.0"  # the one place the version lives (pyproject.toml reads it)
+
 from . import _C
 from ._C import MemoryBudgetError, cpu_isa
 from .engine import Engine, GenerationError, GenerationResult, TextStream
@@ -6,7 +8,6 @@ from .errors import LoadError
 from .generation_config import GenerationConfig
 from .loader import ModelConfig, load_model, read_config
 
-__version__ = "0.1.0"
 
 
 def cuda_status() -> dict:

@@ -1,8 +1,13 @@
 """fastdllm-rt: command-line front end.
 
-    fastdllm-rt generate MODEL_DIR "prompt"   stream a reply to stdout, stats on stderr
-    fastdllm-rt info MODEL_DIR                what the model folder holds and how it will run
+    fastdllm-rt generate MODEL_DIR "prompt"   stream a reply to stdout, stats on stderr ("-": the prompt from stdin)
+    fastdllm-rt info MODEL_DIR                what the model folder holds (every tensor header checked) and how it runs
     fastdllm-rt demo                          write a tiny random model and stream from it (offline)
+    fastdllm-rt --version
+
+A user error (a bad folder, parameter or prompt) prints one line and exits 2;
+a failure while generating exits 1; Ctrl-C exits 130; a closed pipe (`| head`)
+ends quietly.
 """
 from __future__ import annotations
 
@@ -13,15 +18,18 @@ import sys
 import tempfile
 import time
 
-from . import _C
-from .engine import Engine
+from . import __version__, _C
+from .engine import Engine, GenerationError, default_threads, max_threads, physical_cores
+from .errors import LoadError
 from .generation_config import GenerationConfig
-from .loader import read_config
+from .loader import check_checkpoint, read_config
 
 
 def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("generation (defaults: the model's generation_config.json, else GenerationConfig)")
-    g.add_argument("--max-new-tokens", type=int)
+    g.add_argument("--max-new-tokens", type=int, help="up to this many new tokens")
+    g.add_argument("--length-rule", choices=GenerationConfig.LENGTH_RULES,
+                   help="'tokens' (default): up to --max-new-tokens; 'upstream': the official loop's block count")
     g.add_argument("--block-size", type=int)
     g.add_argument("--sub-block-size", type=int)
     g.add_argument("--threshold", type=float)
@@ -30,26 +38,50 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float)
     g.add_argument("--top-k", type=int)
     g.add_argument("--seed", type=int)
+    g.add_argument("--stop", action="append", metavar="TEXT",
+                   help="end the reply before this text (may be given several times)")
     p.add_argument("--no-chat", action="store_true", help="feed the prompt as raw text, without the chat template")
-    p.add_argument("--dtype", default="auto", help="weight dtype: auto, bfloat16, float16, float32")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    e = p.add_argument_group("engine")
+    e.add_argument("--dtype", default="auto", help="weight dtype: auto, bfloat16, float16, float32")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    e.add_argument("--threads", type=int, help=f"CPU threads (default: the physical cores, {physical_cores()} here)")
+    e.add_argument("--max-seq-len", type=int, help="longest prompt + reply")
+    e.add_argument("--max-memory", help="KV-cache budget, e.g. 2GB")
 
 
 def _gen_kwargs(a: argparse.Namespace) -> dict:
-    keys = ("max_new_tokens", "block_size", "sub_block_size", "threshold", "use_block_cache", "temperature",
-            "top_p", "top_k", "seed")
+    keys = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "use_block_cache",
+            "temperature", "top_p", "top_k", "seed", "stop")
     return {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
+
+
+def _engine(path: str, a: argparse.Namespace) -> Engine:
+    return Engine(path, device=a.device, dtype=a.dtype, threads=a.threads, max_seq_len=a.max_seq_len,
+                  max_memory=a.max_memory)
+
+
+def _prompt(text: str) -> str:
+    if text != "-":
+        return text
+    data = sys.stdin.read()
+    if not data.strip():
+        raise ValueError("the prompt read from stdin is empty")
+    return data
 
 
 def _stream(engine: Engine, prompt: str, a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    for delta in engine.stream(prompt, chat=False if a.no_chat else None, **_gen_kwargs(a)):
-        sys.stdout.write(delta)
+    stream = engine.stream(prompt, chat=False if a.no_chat else None, **_gen_kwargs(a))
+    try:
+        for delta in stream:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
         sys.stdout.flush()
-    sys.stdout.write("\n")
+    finally:
+        stream.close()  # Ctrl-C or a closed pipe: the request stops at once
     dt = time.perf_counter() - t0
-    res = engine.last_result
+    res = stream.result
     n = len(res.token_ids)
     print(f"[{n} tokens in {dt:.2f} s: {n / dt:.1f} tokens/s, {res.num_forwards} forwards, "
           f"{res.tokens_per_forward:.2f} tokens/forward, finish: {res.finish_reason}]", file=sys.stderr)
@@ -57,12 +89,14 @@ def _stream(engine: Engine, prompt: str, a: argparse.Namespace) -> int:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    engine = Engine(a.model_dir, device=a.device, dtype=a.dtype, threads=a.threads)
-    return _stream(engine, a.prompt, a)
+    prompt = _prompt(a.prompt)
+    with _engine(a.model_dir, a) as engine:
+        return _stream(engine, prompt, a)
 
 
 def cmd_info(a: argparse.Namespace) -> int:
     c = read_config(a.model_dir)
+    shards = check_checkpoint(a.model_dir, c)  # every tensor header against the config: a bad file exits 2 here
     gen = GenerationConfig.from_model_dir(a.model_dir)
     n_params = (c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
                 + c.num_hidden_layers * (c.hidden_size * (c.num_attention_heads + 2 * c.num_key_value_heads)
@@ -74,12 +108,15 @@ def cmd_info(a: argparse.Namespace) -> int:
             "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")},
         "approx_parameters": n_params,
         "checkpoint_dtype": c.torch_dtype,
+        "checkpoint": {"files": sorted({os.path.basename(p) for p in shards.values()}), "tensors_checked": True},
         "block_size (bd_size)": c.bd_size,
         "mask_token_id": c.mask_token_id,
         "stop_token_id": c.stop_token_id,
         "tokenizer": os.path.exists(os.path.join(a.model_dir, "tokenizer.json")),
         "generation_defaults": {k: getattr(gen, k) for k in GenerationConfig.FIELDS},
-        "runtime": {"cpu_isa": _C.cpu_isa(), "cpu_threads": _C.get_num_threads(), "cuda": _C.cuda_status()},
+        "runtime": {"version": __version__, "cpu_isa": _C.cpu_isa(), "cpu_threads": default_threads(),
+                    "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+                    "max_threads": max_threads(), "cuda": _C.cuda_status()},
     }
     print(json.dumps(info, indent=2, default=str))
     return 0
@@ -90,22 +127,24 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     path = a.dir or os.path.join(tempfile.gettempdir(), "fastdllm_rt_demo_model")
     write_demo_model(path)
-    print(f"[demo] wrote a tiny RANDOM-WEIGHT model to {path}: the text below is noise, not a language model.\n"
+    print(f"[demo] wrote a tiny RANDOM-WEIGHT model to {path}: the text below is noise (random letters), "
+          "not a language model.\n"
           f"[demo] for real output, download a Fast-dLLM v2 folder and run: fastdllm-rt generate MODEL_DIR \"prompt\"",
           file=sys.stderr)
-    engine = Engine(path, threads=a.threads)
-    return _stream(engine, a.prompt, a)
+    with _engine(path, a) as engine:
+        return _stream(engine, _prompt(a.prompt), a)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastdllm-rt", description="Run block-diffusion LLMs (Fast-dLLM v2).")
+    parser.add_argument("--version", action="version", version=f"fastdllm-rt {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="stream a reply from a model folder")
     g.add_argument("model_dir")
-    g.add_argument("prompt")
+    g.add_argument("prompt", help='the prompt, or "-" to read it from stdin')
     _add_gen_args(g)
     g.set_defaults(fn=cmd_generate)
-    i = sub.add_parser("info", help="describe a model folder and the runtime")
+    i = sub.add_parser("info", help="describe a model folder (checking every tensor header) and the runtime")
     i.add_argument("model_dir")
     i.set_defaults(fn=cmd_info)
     d = sub.add_parser("demo", help="write a tiny random model (offline) and stream from it")
@@ -116,11 +155,21 @@ def main(argv=None) -> int:
     a = parser.parse_args(argv)
     try:
         return a.fn(a)
-    except (ValueError, TypeError, MemoryError) as e:
+    except (ValueError, TypeError, MemoryError, LoadError) as e:  # the user's input: one line, no traceback
         print(f"fastdllm-rt: error: {e}", file=sys.stderr)
         return 2
+    except GenerationError as e:
+        print(f"fastdllm-rt: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
+        print("", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python's exit
+        # flush from complaining about the closed stdout.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

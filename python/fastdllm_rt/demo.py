@@ -2,7 +2,9 @@
 download: config.json, model.safetensors (bf16), a byte-level tokenizer with the
 Qwen2 special tokens, and the Qwen2.5 chat template. Its text is noise; it
 exists so that a new user can see the whole pipeline run right after install,
-and so that tests have real tokenizer files."""
+and so that tests have real tokenizer files. Its lm_head can only score
+lowercase letters, spaces and a little punctuation, so the noise is visible
+text rather than control bytes and broken UTF-8."""
 from __future__ import annotations
 
 import json
@@ -79,7 +81,7 @@ def write_demo_model(path: str, *, hidden: int = 64, layers: int = 2, heads: int
         "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate,
         "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
         "head_dim": hd, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu",
-        "tie_word_embeddings": True, "max_position_embeddings": 4096, "bd_size": 32,
+        "tie_word_embeddings": False, "max_position_embeddings": 4096, "bd_size": 32,
         "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"], "mask_token_id": ids["|<MASK>|"], "torch_dtype": "bfloat16",
         "fastdllm_rt_demo": "random weights: the output is noise",
@@ -93,16 +95,25 @@ def write_demo_model(path: str, *, hidden: int = 64, layers: int = 2, heads: int
     def lin(n, k, scale=1.0):
         return rng.standard_normal((n, k)).astype(np.float32) * (scale / np.sqrt(k))
 
+    # The lm_head scores only visible characters (every other row is zero, so
+    # their logits lose to the best visible one); spaces a little more, so
+    # that the noise comes out as "words".
+    head = np.zeros((vocab, hidden), np.float32)
+    visible = [ord(c) for c in "abcdefghijklmnopqrstuvwxyz.,"]
+    head[visible] = rng.standard_normal((len(visible), hidden)) * (3.0 / np.sqrt(hidden))
+    head[ord(" ")] = rng.standard_normal(hidden) * (5.0 / np.sqrt(hidden))
     t = {"model.embed_tokens.weight": _bf16(rng.standard_normal((vocab, hidden)) * 0.5),
-         "model.norm.weight": _bf16(np.ones(hidden))}
+         "model.norm.weight": _bf16(np.ones(hidden)), "lm_head.weight": _bf16(head)}
     for i in range(layers):
         p = f"model.layers.{i}."
         t[p + "input_layernorm.weight"] = _bf16(np.ones(hidden))
         t[p + "post_attention_layernorm.weight"] = _bf16(np.ones(hidden))
         for name, n in (("q", heads * hd), ("k", kv_heads * hd), ("v", kv_heads * hd)):
-            t[p + f"self_attn.{name}_proj.weight"] = _bf16(lin(n, hidden))
+            # large q/k (and v/o) scales: attention then differs from position to
+            # position, so the masked positions do not all predict one letter
+            t[p + f"self_attn.{name}_proj.weight"] = _bf16(lin(n, hidden, 3.0 if name == "v" else 8.0))
             t[p + f"self_attn.{name}_proj.bias"] = _bf16(np.zeros(n))
-        t[p + "self_attn.o_proj.weight"] = _bf16(lin(hidden, heads * hd))
+        t[p + "self_attn.o_proj.weight"] = _bf16(lin(hidden, heads * hd, 3.0))
         t[p + "mlp.gate_proj.weight"] = _bf16(lin(intermediate, hidden))
         t[p + "mlp.up_proj.weight"] = _bf16(lin(intermediate, hidden))
         t[p + "mlp.down_proj.weight"] = _bf16(lin(hidden, intermediate))

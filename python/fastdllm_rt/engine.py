@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
 
@@ -75,6 +76,39 @@ def _positive_int(value, name: str, upper: Optional[int] = None) -> int:
     return value
 
 
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads share a core's FMA units, so the
+    forwards gain nothing from them): distinct (package, core) pairs in
+    /proc/cpuinfo, else os.cpu_count()."""
+    try:
+        pairs, phys = set(), None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":", 1)[1].strip()
+                elif line.startswith("core id"):
+                    pairs.add((phys, line.split(":", 1)[1].strip()))
+        if pairs:
+            return max(1, min(len(pairs), os.cpu_count() or len(pairs)))
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """The forwards' threads when none are asked for: OMP_NUM_THREADS if set,
+    else the physical cores."""
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return min(int(env), max_threads())
+    return physical_cores()
+
+
+def max_threads() -> int:
+    """The most forward threads an engine takes (each costs a thread and its stacks)."""
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
 def _available_host_memory() -> Optional[int]:
     try:
         with open("/proc/meminfo") as f:
@@ -95,57 +129,142 @@ def _result(state: dict, text: Optional[str]) -> GenerationResult:
                             cached_prompt_tokens=state["prefix_hit_tokens"], timings=timings)
 
 
-def _check_failed(state: dict) -> None:
-    if state["finish_reason"] == "error":
-        raise GenerationError(f"generation failed: {state['error']}")
-    if state["finish_reason"] == "cancelled":
-        raise GenerationError("the request was cancelled")
+class _Tracked:
+    """A caller's view of one running request: its text so far (UTF-8 safe,
+    never revised), text stop strings, and its result once it ends.
+
+    poll() reads the request's latest state and returns the new text; when a
+    stop string appears, the text ends before it and the request is cancelled
+    at once (its pages freed), with finish reason "stop"."""
+
+    def __init__(self, engine: "Engine", request, tokenizer: Optional[TextTokenizer], stop: Optional[List[str]],
+                 with_text: bool):
+        self.engine = engine
+        self.request = request
+        self.tokenizer = tokenizer
+        self.detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        self.stop = stop or []
+        self.with_text = with_text
+        self.version = 0
+        self.text = ""          # the text emitted so far
+        self.finished = False
+        self.result: Optional[GenerationResult] = None
+        self.error: Optional[str] = None  # why it failed, raised by take()
+
+    def _stop_at(self, text: str, searched: int):
+        """(where the first stop string begins in text, its length), or (-1, 0);
+        the search starts where an occurrence could first overlap the new part."""
+        best = (-1, 0)
+        for s in self.stop:
+            i = text.find(s, max(0, searched - len(s) + 1))
+            if i >= 0 and (best[0] < 0 or i < best[0]):
+                best = (i, len(s))
+        return best
+
+    def _cut_ids(self, ids: List[int], limit: int) -> List[int]:
+        """The shortest prefix of ids whose text reaches `limit` characters (the
+        token that completes a stop string ends the ids)."""
+        lo, hi = 0, len(ids)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self.tokenizer.decode(ids[:mid])) >= limit:
+                hi = mid
+            else:
+                lo = mid + 1
+        return ids[:lo]
+
+    def poll(self) -> str:
+        if self.finished:
+            return ""
+        state = self.request.snapshot()
+        self.version = state["version"]
+        if state["done"]:
+            self.finished = True
+            if state["finish_reason"] in ("error", "cancelled"):
+                self.error = state["error"] or "the request was cancelled"
+                return ""
+            out = list(state["output"])
+            delta = self.detok.finish(out) if self.detok else ""
+        else:
+            delta = self.detok.update(list(state["decoded"])) if self.detok else ""
+            out = None
+        if self.stop and delta:
+            whole = self.text + delta
+            at, length = self._stop_at(whole, len(self.text))
+            if at >= 0:
+                ids = list(state["output"] if out is not None else state["decoded"])
+                if not self.finished:
+                    self.finished = True
+                    self.request.cancel()  # frees the pages at once
+                # finished_s on the loop's clock (steady_clock: CLOCK_MONOTONIC, as time.monotonic)
+                state = dict(state, output=self._cut_ids(ids, at + length), finish_reason="stop", done=True,
+                             finished_s=state["finished_s"] or time.monotonic())
+                delta = whole[len(self.text):at]
+                self.text = whole[:at]
+                self._finish(state, self.text)
+                return delta
+        self.text += delta
+        if out is not None:
+            self._finish(state, self.text if self.detok else None)
+        return delta
+
+    def _finish(self, state: dict, text: Optional[str]) -> None:
+        if not self.with_text:
+            text = None
+        elif self.stop:
+            pass  # the text as cut at the stop string
+        elif self.tokenizer is not None:
+            text = self.tokenizer.decode(list(state["output"]))
+        self.result = _result(state, text)
+        self.engine.last_result = self.result
+
+    def take(self) -> GenerationResult:
+        if self.error is not None:
+            raise GenerationError(f"generation failed: {self.error}")
+        return self.result
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.request.cancel()
 
 
 class TextStream:
     """Iterator over the text of one request as it is decoded: after every
     forward, the new text of the contiguous decoded prefix (never revised
-    later), UTF-8 safe. ``close()`` (or dropping the stream, or leaving a
-    ``for`` loop over it early and letting it go) cancels the request and frees
-    its KV pages at once. ``result`` holds the GenerationResult once the stream
-    is exhausted."""
+    later), UTF-8 safe, cut before a stop string. ``close()`` (or dropping the
+    stream, or leaving a ``for`` loop over it early and letting it go) cancels
+    the request and frees its KV pages at once. ``result`` holds the
+    GenerationResult once the stream is exhausted."""
 
-    def __init__(self, engine: "Engine", request, tokenizer: Optional[TextTokenizer]):
-        self._engine = engine
-        self._request = request
-        self._detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
-        self._tokenizer = tokenizer
-        self._version = 0
-        self._finished = False
+    def __init__(self, tracked: _Tracked):
+        self._t = tracked
         self.result: Optional[GenerationResult] = None
 
     def __iter__(self) -> "TextStream":
         return self
 
-    def _advance(self, state: dict) -> Optional[str]:
-        """The text a new state adds; sets result when it is the last."""
-        if state["done"]:
-            self._finished = True
-            _check_failed(state)
-            out = list(state["output"])
-            text = self._tokenizer.decode(out) if self._tokenizer is not None else None
-            self.result = _result(state, text)
-            self._engine.last_result = self.result
-            return self._detok.finish(out) if self._detok else ""
-        return self._detok.update(list(state["decoded"])) if self._detok else ""
-
     def __next__(self) -> str:
-        while not self._finished:
-            self._version = self._request.wait(self._version, _POLL_S)
-            delta = self._advance(self._request.snapshot())
-            if delta:
-                return delta
-        raise StopIteration
+        t = self._t
+        try:
+            while True:
+                delta = t.poll()
+                if delta:
+                    return delta
+                if t.finished:
+                    self.result = t.take()
+                    raise StopIteration
+                t.request.wait(t.version, _POLL_S)  # wakes often enough for Ctrl-C to land
+        except (StopIteration, GenerationError):
+            raise
+        except BaseException:
+            # Ctrl-C (or any error) while waiting: the request's pages go back
+            # now, not when a traceback that holds this stream is dropped.
+            t.cancel()
+            raise
 
     def close(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._request.cancel()
+        self._t.cancel()
 
     def __del__(self):
         try:
@@ -236,7 +355,8 @@ class Engine:
             free memory). A request that can never fit raises MemoryBudgetError;
             one that cannot fit now waits for pages.
         page_size: tokens per KV page; block sizes must be multiples of it.
-        threads: CPU threads of the forwards (default: all cores).
+        threads: CPU threads of the forwards (default: OMP_NUM_THREADS, else the
+            physical cores; at most 4x the logical CPUs, min 64).
         max_batch_size: requests decoded together; more wait in a queue.
         max_batch_tokens: tokens per forward (default 1024 on the CPU, 8192 on
             a GPU); longer prompts are prefilled in chunks of whole blocks.
@@ -262,11 +382,13 @@ class Engine:
         if not isinstance(prefix_cache, bool):
             raise ValueError(f"prefix_cache must be True or False, got {prefix_cache!r}")
         _positive_int(page_size, "page_size", 4096)
-        cores = os.cpu_count() or 1
         if threads is not None:
             # OpenMP makes a thread (and its stacks) per requested thread: a
             # typo like threads=100000 must not reach it.
-            _positive_int(threads, "threads", max(64, 4 * cores))
+            _positive_int(threads, "threads", max_threads())
+        else:
+            threads = default_threads()
+        self.threads = threads
         _positive_int(max_batch_size, "max_batch_size", 4096)
         self.path = path
         self.device = "cuda" if device == "cuda" else "cpu"
@@ -300,7 +422,7 @@ class Engine:
         self.generation_config = GenerationConfig.from_model_dir(path)
         self.tokenizer = TextTokenizer(path) if os.path.exists(os.path.join(path, "tokenizer.json")) else None
         self._loop_c = _C.EngineLoop(self.model, page_size, int(max_pages), self.kv_dtype, prefix_cache,
-                                     max_batch_size, max_batch_tokens, threads or 0)
+                                     max_batch_size, max_batch_tokens, threads)
         self._notifier = _Notifier(self._loop_c)
         self.last_result: Optional[GenerationResult] = None  # of the last stream that ran to its end
 
@@ -399,29 +521,40 @@ class Engine:
             raise
         return reqs
 
-    def _wait_all(self, reqs: list, with_text: bool) -> List[GenerationResult]:
-        states = []
-        try:
-            for r in reqs:
-                while not r.snapshot()["done"]:
-                    r.wait(r.snapshot()["version"], _POLL_S)
-                states.append(r.snapshot())
-        except BaseException:  # KeyboardInterrupt: stop them all, free their pages
+    def _track(self, reqs: list, gen: GenerationConfig, with_text: bool) -> List[_Tracked]:
+        if gen.stop and self.tokenizer is None:
             for r in reqs:
                 r.cancel()
-            raise
-        return self._results(states, with_text)
+            raise ValueError(f"{self.path}: stop strings need a tokenizer (no tokenizer.json)")
+        return [_Tracked(self, r, self.tokenizer, gen.stop, with_text) for r in reqs]
 
-    def _results(self, states: List[dict], with_text: bool) -> List[GenerationResult]:
-        """Results of finished requests; the first that failed raises, naming its prompt."""
+    def _wait_all(self, tracked: List[_Tracked]) -> List[GenerationResult]:
+        """Follows every request until it ends, one wake-up per engine step for
+        all of them (stop strings act within a step); Ctrl-C cancels them all
+        and frees their pages before it propagates."""
+        step = 0
+        try:
+            while True:
+                for t in tracked:
+                    t.poll()
+                if all(t.finished for t in tracked):
+                    break
+                step = self._loop_c.wait_progress(step, _POLL_S)
+        except BaseException:
+            for t in tracked:
+                t.cancel()
+            raise
+        return self._results(tracked)
+
+    @staticmethod
+    def _results(tracked: List[_Tracked]) -> List[GenerationResult]:
+        """The results; the first request that failed raises, naming its prompt."""
         out = []
-        for i, s in enumerate(states):
+        for i, t in enumerate(tracked):
             try:
-                _check_failed(s)
+                out.append(t.take())
             except GenerationError as e:
-                raise GenerationError(f"prompt {i}: {e}" if len(states) > 1 else str(e)) from None
-            text = self.tokenizer.decode(list(s["output"])) if (with_text and self.tokenizer is not None) else None
-            out.append(_result(s, text))
+                raise GenerationError(f"prompt {i}: {e}" if len(tracked) > 1 else str(e)) from None
         return out
 
     @staticmethod
@@ -435,9 +568,10 @@ class Engine:
         prompt_ids: a list of ints, or a list of such lists (one result each; they
         run as one continuous batch). gen: GenerationConfig fields."""
         cfg = self._config(gen)
-        if self._is_batch_of_ids(prompt_ids):
-            return self._wait_all(self._submit_all(list(prompt_ids), cfg), with_text=False)
-        return self._wait_all(self._submit_all([prompt_ids], cfg), with_text=False)[0]
+        batch = self._is_batch_of_ids(prompt_ids)
+        reqs = self._submit_all(list(prompt_ids) if batch else [prompt_ids], cfg)
+        results = self._wait_all(self._track(reqs, cfg, with_text=False))
+        return results if batch else results[0]
 
     def _prompt_list(self, prompts) -> list:
         if isinstance(prompts, str) or (isinstance(prompts, (list, tuple)) and prompts and isinstance(prompts[0], dict)):
@@ -464,62 +598,41 @@ class Engine:
         waiting prompt takes its place."""
         cfg = self._config(gen)
         encoded = self._encode_all(self._prompt_list(prompts), chat)
-        return self._wait_all(self._submit_all(encoded, cfg), with_text=True)
+        return self._wait_all(self._track(self._submit_all(encoded, cfg), cfg, with_text=True))
 
     def stream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> TextStream:
         """Yields text as tokens are decoded (a TextStream). The request is
         queued at once; bad parameters raise here, before anything runs."""
         cfg = self._config(gen)
         ids = self.encode_prompt(prompt, chat)
-        return TextStream(self, self._submit(ids, cfg), self.tokenizer)
+        return TextStream(self._track([self._submit(ids, cfg)], cfg, with_text=True)[0])
 
     def stream_ids(self, prompt_ids: Sequence[int], **gen) -> TextStream:
         """Like stream() from token ids; yields nothing but "" placeholders when
         the folder has no tokenizer (use .result)."""
         cfg = self._config(gen)
-        return TextStream(self, self._submit(prompt_ids, cfg), self.tokenizer)
+        return TextStream(self._track([self._submit(prompt_ids, cfg)], cfg, with_text=False)[0])
 
     # ---- asyncio ---------------------------------------------------------------
-    async def _await_done(self, req) -> dict:
-        version = 0
-        while True:
-            state = req.snapshot()
-            if state["done"]:
-                return state
-            version = state["version"]
-            await self._notifier.wait(req, version)
-
     async def astream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> AsyncIterator[str]:
         """``async for delta in engine.astream(prompt)``: stream() for asyncio.
         Leaving early (break, aclose(), garbage collection) cancels the request
         and frees its pages."""
         cfg = self._config(gen)
         ids = self.encode_prompt(prompt, chat)
-        req = self._submit(ids, cfg)
-        detok = IncrementalDetokenizer(self.tokenizer)
-        finished = False
+        t = self._track([self._submit(ids, cfg)], cfg, with_text=True)[0]
         try:
-            version = 0
             while True:
-                state = req.snapshot()
-                if state["done"]:
-                    finished = True
-                    _check_failed(state)
-                    out = list(state["output"])
-                    self.last_result = _result(state, self.tokenizer.decode(out))
-                    tail = detok.finish(out)
-                    if tail:
-                        yield tail
-                    return
-                delta = detok.update(list(state["decoded"]))
+                delta = t.poll()
                 if delta:
                     yield delta
-                if state["version"] == version:
-                    await self._notifier.wait(req, version)
-                version = state["version"]
+                    continue
+                if t.finished:
+                    t.take()
+                    return
+                await self._notifier.wait(t.request, t.version)
         finally:
-            if not finished:
-                req.cancel()
+            t.cancel()
 
     async def agenerate(self, prompts: Union[Prompt, List[Prompt]], chat: Optional[bool] = None,
                         **gen) -> List[GenerationResult]:
@@ -527,11 +640,18 @@ class Engine:
         continuous batch; the event loop keeps running meanwhile)."""
         cfg = self._config(gen)
         encoded = self._encode_all(self._prompt_list(prompts), chat)
-        reqs = self._submit_all(encoded, cfg)
+        tracked = self._track(self._submit_all(encoded, cfg), cfg, with_text=True)
         try:
-            states = [await self._await_done(r) for r in reqs]
+            for t in tracked:
+                while True:
+                    t.poll()
+                    if t.finished:
+                        break
+                    await self._notifier.wait(t.request, t.version)
+                    for other in tracked:  # stop strings of the others act as they arrive
+                        other.poll()
         except BaseException:  # cancelled: stop them all, free their pages
-            for r in reqs:
-                r.cancel()
+            for t in tracked:
+                t.cancel()
             raise
-        return self._results(states, with_text=True)
+        return self._results(tracked)

@@ -6,9 +6,11 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Union
 
 from . import _C
+
+INT32_MAX = (1 << 31) - 1
 
 
 @dataclass
@@ -17,9 +19,13 @@ class GenerationConfig:
 
     block_size / sub_block_size / threshold follow the model card (32 / 8 / 0.9);
     temperature 0 is greedy, the setting every official evaluation uses.
+    max_new_tokens is "up to this many new tokens" (length_rule="tokens");
+    length_rule="upstream" keeps the official loop's count (max_new_tokens // B
+    blocks, so the count depends on the prompt length: docs/decoding.md).
     """
 
     max_new_tokens: int = 256
+    length_rule: str = "tokens"
     block_size: Optional[int] = None       # None: the model's bd_size (32 for Fast-dLLM v2)
     sub_block_size: int = 8
     threshold: float = 0.9
@@ -29,20 +35,23 @@ class GenerationConfig:
     top_p: float = 0.95
     top_k: int = 0
     seed: int = 0
+    stop: Optional[List[str]] = None       # text stop strings: the text ends before the first one
     stop_token_id: Optional[int] = None    # None: from config.json (stop_token_id, else eos_token_id)
     mask_token_id: Optional[int] = None    # None: from config.json (mask_token_id, else 151665)
 
-    FIELDS = ("max_new_tokens", "block_size", "sub_block_size", "threshold", "policy", "use_block_cache",
-              "temperature", "top_p", "top_k", "seed", "stop_token_id", "mask_token_id")
+    FIELDS = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "policy",
+              "use_block_cache", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_id", "mask_token_id")
     POLICIES = ("threshold",)
+    LENGTH_RULES = ("tokens", "upstream")
 
     @classmethod
     def from_model_dir(cls, model_dir: str) -> "GenerationConfig":
         """Defaults, overridden by the model folder's generation_config.json where present.
 
         Only keys this runtime understands are taken (HF names included:
-        small_block_size -> sub_block_size); the file's eos token is not the
-        stop token (config.json decides that, as upstream does)."""
+        small_block_size -> sub_block_size, stop_strings -> stop); the file's
+        eos token is not the stop token (config.json decides that, as upstream
+        does). A value of the wrong type is an error naming the file and key."""
         cfg = cls()
         path = os.path.join(model_dir, "generation_config.json")
         if not os.path.exists(path):
@@ -52,7 +61,9 @@ class GenerationConfig:
                 data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
-        aliases = {"small_block_size": "sub_block_size", "bd_size": "block_size"}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        aliases = {"small_block_size": "sub_block_size", "bd_size": "block_size", "stop_strings": "stop"}
         for key, value in data.items():
             name = aliases.get(key, key)
             if name in cls.FIELDS and name not in ("stop_token_id", "mask_token_id") and value is not None:
@@ -72,32 +83,32 @@ class GenerationConfig:
         return cfg
 
     def validate(self) -> None:
-        def integer(name, lo):
+        def integer(name, lo, hi=INT32_MAX):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+            if v > hi:
+                raise ValueError(f"{name} must be at most {hi}, got {v}")
 
         def number(name, lo, hi, lo_open=False):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < lo or v > hi \
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo or v > hi \
                     or (lo_open and v == lo):
                 raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
 
         integer("max_new_tokens", 0)
+        if self.length_rule not in self.LENGTH_RULES:
+            raise ValueError(f"length_rule must be one of {self.LENGTH_RULES}, got {self.length_rule!r}")
         if self.block_size is not None:
-            integer("block_size", 1)
-        integer("sub_block_size", 1)
+            integer("block_size", 1, 4096)
+        integer("sub_block_size", 1, 4096)
         if self.block_size is not None and self.block_size % self.sub_block_size:
             raise ValueError(f"sub_block_size ({self.sub_block_size}) must divide block_size ({self.block_size})")
         number("threshold", 0.0, 1.0)
-        number("temperature", 0.0, math.inf)
+        number("temperature", 0.0, 1e6)
         number("top_p", 0.0, 1.0, lo_open=True)
         integer("top_k", 0)
-        integer("seed", 0)
-        if self.seed >= 1 << 64:
-            raise ValueError(f"seed must be below 2**64, got {self.seed}")
-        if self.max_new_tokens >= 1 << 31:
-            raise ValueError(f"max_new_tokens must be below 2**31, got {self.max_new_tokens}")
+        integer("seed", 0, (1 << 64) - 1)
         if self.policy not in self.POLICIES:
             raise ValueError(f"policy must be one of {self.POLICIES}, got {self.policy!r}")
         if not isinstance(self.use_block_cache, bool):
@@ -105,10 +116,17 @@ class GenerationConfig:
         for name in ("stop_token_id", "mask_token_id"):
             if getattr(self, name) is not None:
                 integer(name, 0)
+        if self.stop is not None:
+            if isinstance(self.stop, str):
+                self.stop = [self.stop]
+            if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
+                raise ValueError(f"stop must be a non-empty string or a list of them, got {self.stop!r}")
+            self.stop = list(self.stop)
 
     def native(self, *, block_size: int, mask_id: int, stop_id: int, max_seq_len: int) -> "_C.GenerationParams":
         p = _C.GenerationParams()
         p.max_new_tokens = self.max_new_tokens
+        p.length_rule = self.length_rule
         p.block_size = self.block_size or block_size
         p.sub_block_size = self.sub_block_size
         p.threshold = float(self.threshold)

@@ -8,6 +8,7 @@ config key or tensor at fault.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -50,7 +51,12 @@ class ModelConfig:
         return {k: getattr(self, k) for k in keys}
 
 
-def _int(cfg: dict, key: str, path: str, default=None, minimum: int = 1) -> int:
+INT32_MAX = (1 << 31) - 1
+
+
+def _int(cfg: dict, key: str, path: str, default=None, minimum: int = 1, maximum: int = INT32_MAX) -> int:
+    """An integer key within [minimum, maximum]: the runtime's sizes and ids are
+    32-bit, and a value that does not fit must fail here, not wrap silently."""
     if key not in cfg or cfg[key] is None:
         if default is None:
             raise LoadError(f"{path}: missing required key '{key}'")
@@ -60,16 +66,22 @@ def _int(cfg: dict, key: str, path: str, default=None, minimum: int = 1) -> int:
         raise LoadError(f"{path}: '{key}' must be an integer, got {v!r}")
     if v < minimum:
         raise LoadError(f"{path}: '{key}' must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise LoadError(f"{path}: '{key}' must be <= {maximum}, got {v}")
     return v
 
 
-def _float(cfg: dict, key: str, path: str, default: float) -> float:
+def _float(cfg: dict, key: str, path: str, default: float, lo: float, hi: float) -> float:
+    """A finite number in [lo, hi] (inf, NaN and absurd magnitudes are errors)."""
     v = cfg.get(key, default)
     if v is None:
         v = default
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise LoadError(f"{path}: '{key}' must be a number, got {v!r}")
-    return float(v)
+    v = float(v)
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise LoadError(f"{path}: '{key}' must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+    return v
 
 
 def read_config(model_dir: str) -> ModelConfig:
@@ -94,15 +106,25 @@ def read_config(model_dir: str) -> ModelConfig:
         raise LoadError(f"{path}: 'rope_scaling' {cfg['rope_scaling']!r} is not supported (default RoPE only)")
     if cfg.get("hidden_act", "silu") != "silu":
         raise LoadError(f"{path}: 'hidden_act' must be 'silu', got {cfg['hidden_act']!r}")
+    # Features of the Qwen2 config that this runtime does not implement: refused
+    # by name rather than run as if they were not there.
+    if cfg.get("use_sliding_window"):
+        raise LoadError(f"{path}: 'use_sliding_window': true is not supported (full attention only)")
+    layer_types = cfg.get("layer_types")
+    if layer_types is not None and (not isinstance(layer_types, list)
+                                    or any(t != "full_attention" for t in layer_types)):
+        raise LoadError(f"{path}: 'layer_types' must all be 'full_attention', got {layer_types!r}")
+    if cfg.get("quantization_config") is not None:
+        raise LoadError(f"{path}: 'quantization_config' is set: quantized checkpoints are not supported yet")
 
-    hidden = _int(cfg, "hidden_size", path)
+    hidden = _int(cfg, "hidden_size", path, maximum=1 << 20)
     heads = _int(cfg, "num_attention_heads", path)
     kv_heads = _int(cfg, "num_key_value_heads", path, default=heads)
     if heads % kv_heads:
         raise LoadError(f"{path}: 'num_attention_heads' ({heads}) must be a multiple of "
                         f"'num_key_value_heads' ({kv_heads})")
     if "head_dim" in cfg and cfg["head_dim"] is not None:
-        head_dim = _int(cfg, "head_dim", path)
+        head_dim = _int(cfg, "head_dim", path, maximum=1024)
     else:
         if hidden % heads:
             raise LoadError(f"{path}: 'hidden_size' ({hidden}) is not a multiple of "
@@ -110,10 +132,12 @@ def read_config(model_dir: str) -> ModelConfig:
         head_dim = hidden // heads
     if head_dim % 2:
         raise LoadError(f"{path}: head_dim {head_dim} must be even (RoPE rotates halves)")
-    vocab = _int(cfg, "vocab_size", path)
+    vocab = _int(cfg, "vocab_size", path, maximum=1 << 24)
 
     eos = cfg.get("eos_token_id")
     eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= INT32_MAX for t in eos_ids):
+        raise LoadError(f"{path}: 'eos_token_id' must be a token id or a list of them, got {eos!r}")
     mask_id = _int(cfg, "mask_token_id", path, default=DEFAULT_MASK_ID, minimum=0)
     if "stop_token_id" in cfg:
         stop_id = _int(cfg, "stop_token_id", path, minimum=0)
@@ -125,12 +149,11 @@ def read_config(model_dir: str) -> ModelConfig:
         if not 0 <= tid < vocab:
             raise LoadError(f"{path}: '{key}' {tid} is outside the vocabulary [0, {vocab}); set 'mask_token_id' / "
                             "'stop_token_id' in config.json for models with a small vocabulary")
-    theta = _float(cfg, "rope_theta", path, 10000.0)
-    eps = _float(cfg, "rms_norm_eps", path, 1e-6)
-    if theta <= 0:
-        raise LoadError(f"{path}: 'rope_theta' must be > 0, got {theta}")
-    if eps < 0:
-        raise LoadError(f"{path}: 'rms_norm_eps' must be >= 0, got {eps}")
+    if mask_id == stop_id:
+        raise LoadError(f"{path}: 'mask_token_id' and the stop token ('stop_token_id', else 'eos_token_id') are "
+                        f"both {mask_id}; a stop token that is also the mask would end every block at once")
+    theta = _float(cfg, "rope_theta", path, 10000.0, 1e-3, 1e12)
+    eps = _float(cfg, "rms_norm_eps", path, 1e-6, 0.0, 0.1)
     tie = cfg.get("tie_word_embeddings", False)
     if not isinstance(tie, bool):
         raise LoadError(f"{path}: 'tie_word_embeddings' must be true or false, got {tie!r}")
@@ -139,15 +162,15 @@ def read_config(model_dir: str) -> ModelConfig:
     return ModelConfig(
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=_int(cfg, "intermediate_size", path),
-        num_hidden_layers=_int(cfg, "num_hidden_layers", path),
+        intermediate_size=_int(cfg, "intermediate_size", path, maximum=1 << 22),
+        num_hidden_layers=_int(cfg, "num_hidden_layers", path, maximum=4096),
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
         rope_theta=theta,
         rms_norm_eps=eps,
         tie_word_embeddings=tie,
-        bd_size=_int(cfg, "bd_size", path, default=32),
+        bd_size=_int(cfg, "bd_size", path, default=32, maximum=4096),
         mask_token_id=mask_id,
         stop_token_id=stop_id,
         bos_token_id=bos if isinstance(bos, int) else None,
@@ -193,23 +216,15 @@ def checkpoint_dtype(config: ModelConfig) -> str:
     return "bfloat16"
 
 
-def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu"):
-    """Loads the weights of a model folder into a native ``_C.Model``.
-
-    ``dtype`` is the weight storage dtype: ``auto`` keeps the checkpoint's
-    (``torch_dtype`` in config.json), or one of float32 / float16 / bfloat16.
-    Activations are fp32 whatever the weight dtype. ``device``: "cpu" or "cuda".
-    """
-    if dtype not in DTYPES:
-        raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    config = config or read_config(model_dir)
-    shards = shard_map(model_dir)
-    wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
+def check_checkpoint(model_dir: str, config: ModelConfig, shards: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Checks every tensor header of the checkpoint against the config (names,
+    float dtype, shapes, byte ranges) before any memory is allocated for the
+    model; returns the shard map. Raises LoadError naming the file and tensor."""
+    shards = shards or shard_map(model_dir)
     try:
-        model = _C.Model(config.native_dict(), wdtype, device)
+        expected = _C.checkpoint_tensors(config.native_dict())
     except ValueError as e:
         raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
-    expected = model.expected_weights()
     missing = [n for n in expected if n not in shards]
     if missing:
         raise LoadError(f"{model_dir}: tensor '{missing[0]}' is missing from the checkpoint"
@@ -229,6 +244,34 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                 if list(ent.shape) != list(expected[name]):
                     raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
                                     f"expected {list(expected[name])} from config.json")
+    return shards
+
+
+def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu"):
+    """Loads the weights of a model folder into a native ``_C.Model``.
+
+    ``dtype`` is the weight storage dtype: ``auto`` keeps the checkpoint's
+    (``torch_dtype`` in config.json), or one of float32 / float16 / bfloat16.
+    Activations are fp32 whatever the weight dtype. ``device``: "cpu" or "cuda".
+    The checkpoint's headers are checked against the config first, so a bad
+    folder fails before any memory is taken for it.
+    """
+    if dtype not in DTYPES:
+        raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    config = config or read_config(model_dir)
+    shards = check_checkpoint(model_dir, config)
+    wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
+    try:
+        model = _C.Model(config.native_dict(), wdtype, device)
+    except ValueError as e:
+        raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+    by_file: Dict[str, List[str]] = {}
+    for name in model.expected_weights():
+        by_file.setdefault(shards[name], []).append(name)
+    for path, names in sorted(by_file.items()):
+        with SafetensorsFile(path) as f:
+            for name in names:
+                ent = f.entries[name]
                 view = f.data(name)
                 try:
                     model.set_weight(name, view, FLOAT_DTYPES[ent.dtype][0], list(ent.shape))

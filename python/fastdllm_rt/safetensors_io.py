@@ -1,8 +1,13 @@
 """Reading safetensors files without copying them through Python.
 
-A file is memory-mapped; its JSON header is parsed and every entry checked
-against the file (dtype, shape, byte range) so that a truncated or malformed
-file fails here with the file and tensor named, before any native code reads it.
+A file is memory-mapped; its JSON header is parsed and checked as strictly as
+the reference library (huggingface/safetensors) checks it, so that a
+truncated, malformed or ambiguous file fails here with the file and tensor
+named, before any native code reads it: integer sizes and offsets only, every
+tensor's bytes exactly its dtype x shape, the data regions back to back from
+byte 0 (no overlap, no gap, in any order in the header) and ending exactly at
+the end of the file. tests/test_safetensors_fuzz.py holds the two to the same
+verdict on mutated headers.
 """
 from __future__ import annotations
 
@@ -18,9 +23,17 @@ from .errors import LoadError
 
 # safetensors dtype tag -> (our dtype name, bytes per element)
 FLOAT_DTYPES = {"F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2)}
-KNOWN_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Every tag the format defines, with its size in bits (sub-byte types pack).
+DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
+              "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+              "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+MAX_HEADER_BYTES = 100 * 1000 * 1000  # as the reference library
+U64_MAX = (1 << 64) - 1
+
+
+def _uint(v) -> bool:
+    """A JSON unsigned integer (not a bool, float or string) that fits 64 bits."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= U64_MAX
 
 
 class SafetensorsError(LoadError):
@@ -65,32 +78,54 @@ class SafetensorsFile:
         raw = self._file.read(n)
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise SafetensorsError(f"{p}: header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
             raise SafetensorsError(f"{p}: header is not a JSON object")
+        meta = header.get("__metadata__")
+        if meta is not None and (not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values())):
+            raise SafetensorsError(f"{p}: '__metadata__' must map strings to strings, got {meta!r}")
         data_start = 8 + n
-        entries = {}
+        spans = []
         for name, info in header.items():
             if name == "__metadata__":
                 continue
-            try:
-                dtype, shape, (b, e) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-                b, e = int(b), int(e)
-                if not all(isinstance(d, int) and d >= 0 for d in shape):
-                    raise ValueError
-            except (KeyError, TypeError, ValueError):
-                raise SafetensorsError(f"{p}: tensor '{name}' has a malformed header entry: {info!r}") from None
-            if dtype not in KNOWN_DTYPES:
-                raise SafetensorsError(f"{p}: tensor '{name}' has unknown dtype '{dtype}'")
-            nbytes = math.prod(shape) * KNOWN_DTYPES[dtype]
-            if e - b != nbytes or b < 0:
+            if not isinstance(info, dict) or not all(k in info for k in ("dtype", "shape", "data_offsets")):
+                raise SafetensorsError(f"{p}: tensor '{name}' has a malformed header entry (needs dtype, shape and "
+                                       f"data_offsets): {info!r}")
+            dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+            if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+                raise SafetensorsError(f"{p}: tensor '{name}' has unknown dtype {dtype!r}")
+            if not isinstance(shape, list) or not all(_uint(d) for d in shape):
+                raise SafetensorsError(f"{p}: tensor '{name}' has a malformed shape {shape!r} (non-negative "
+                                       "integers expected)")
+            if not isinstance(offsets, list) or len(offsets) != 2 or not all(_uint(o) for o in offsets):
+                raise SafetensorsError(f"{p}: tensor '{name}' has malformed data_offsets {offsets!r} (two "
+                                       "non-negative integers expected)")
+            bits = math.prod(shape) * DTYPE_BITS[dtype]
+            if bits > U64_MAX:
+                raise SafetensorsError(f"{p}: tensor '{name}' ({dtype}{shape}) is too large")
+            if bits % 8:
+                raise SafetensorsError(f"{p}: tensor '{name}' ({dtype}{shape}) does not end on a byte boundary")
+            spans.append((offsets[0], offsets[1], name, dtype, tuple(shape), bits // 8))
+        # The data regions, in offset order, must tile [0, end of file) exactly.
+        spans.sort(key=lambda t: (t[0], t[1]))
+        entries, at = {}, 0
+        for b, e, name, dtype, shape, nbytes in spans:
+            if b != at or e < b:
+                raise SafetensorsError(f"{p}: tensor '{name}' has data_offsets [{b}, {e}], but the data regions must "
+                                       f"follow each other without gap or overlap (the previous one ends at {at})")
+            if e - b != nbytes:
                 raise SafetensorsError(f"{p}: tensor '{name}' ({dtype}{list(shape)}) needs {nbytes} bytes "
                                        f"but its data_offsets [{b}, {e}] span {e - b}")
             if data_start + e > self.size:
                 raise SafetensorsError(f"{p}: tensor '{name}' ends at byte {data_start + e} but the file has "
                                        f"only {self.size} bytes (truncated file)")
             entries[name] = TensorEntry(name, dtype, shape, data_start + b, data_start + e)
+            at = e
+        if data_start + at != self.size:
+            raise SafetensorsError(f"{p}: the tensors' data ends at byte {data_start + at} but the file has "
+                                   f"{self.size} bytes (trailing bytes, or offsets that do not cover the data)")
         return entries
 
     def data(self, name: str) -> memoryview:

@@ -21,20 +21,51 @@ class TextTokenizer:
         except Exception as e:  # tokenizers raises its own Exception type
             raise ValueError(f"{self.path}: cannot load tokenizer ({e})") from None
         self.chat_template = None
+        self.template_source = None  # where the template came from, for error messages
         self.special = {}
         cfg_path = os.path.join(model_dir, "tokenizer_config.json")
         if os.path.exists(cfg_path):
-            with open(cfg_path, encoding="utf-8") as f:
-                cfg = json.load(f)
-            self.chat_template = cfg.get("chat_template")
+            try:
+                with open(cfg_path, encoding="utf-8") as f:
+                    cfg = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
+            if not isinstance(cfg, dict):
+                raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+            self.chat_template = self._pick_template(cfg.get("chat_template"), cfg_path)
+            if self.chat_template is not None:
+                self.template_source = f"{cfg_path} 'chat_template'"
             for k in ("bos_token", "eos_token", "pad_token"):
                 v = cfg.get(k)
-                self.special[k] = v.get("content") if isinstance(v, dict) else v
+                v = v.get("content") if isinstance(v, dict) else v
+                if v is not None and not isinstance(v, str):
+                    raise ValueError(f"{cfg_path}: '{k}' must be a string or an object with 'content', got {v!r}")
+                self.special[k] = v
         jinja_path = os.path.join(model_dir, "chat_template.jinja")
         if self.chat_template is None and os.path.exists(jinja_path):
-            with open(jinja_path, encoding="utf-8") as f:
-                self.chat_template = f.read()
+            try:
+                with open(jinja_path, encoding="utf-8") as f:
+                    self.chat_template = f.read()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{jinja_path}: not UTF-8 text ({e})") from None
+            self.template_source = jinja_path
         self._compiled = None
+
+    @staticmethod
+    def _pick_template(value, cfg_path: str) -> Optional[str]:
+        """tokenizer_config.json 'chat_template': a string, or Hugging Face's list
+        of {"name", "template"} (the one named "default" is the chat template)."""
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(t, dict) and isinstance(t.get("name"), str)
+                                           and isinstance(t.get("template"), str) for t in value):
+            by_name = {t["name"]: t["template"] for t in value}
+            if "default" not in by_name:
+                raise ValueError(f"{cfg_path}: 'chat_template' lists templates {sorted(by_name)} but none is "
+                                 "named 'default'")
+            return by_name["default"]
+        raise ValueError(f"{cfg_path}: 'chat_template' must be a string or a list of {{name, template}} objects, "
+                         f"got {type(value).__name__}")
 
     def encode(self, text: str) -> List[int]:
         # No BOS is added: the official entry points tokenize the templated text as is.
@@ -47,8 +78,8 @@ class TextTokenizer:
         if not self.chat_template:
             raise ValueError(f"{os.path.dirname(self.path)}: no chat template (tokenizer_config.json 'chat_template' "
                              "or chat_template.jinja); pass chat=False for a raw prompt")
+        from jinja2.exceptions import TemplateError
         if self._compiled is None:
-            from jinja2.exceptions import TemplateError
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
             def raise_exception(msg):
@@ -57,12 +88,25 @@ class TextTokenizer:
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
             env.globals["raise_exception"] = raise_exception
             env.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, ensure_ascii=False)
-            self._compiled = env.from_string(self.chat_template)
+            try:
+                self._compiled = env.from_string(self.chat_template)
+            except TemplateError as e:
+                line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+                raise ValueError(f"chat template in {self.template_source}: {e}{line}") from None
+        if isinstance(messages, dict):
+            raise TypeError("chat messages must be a list of {'role', 'content'} dicts, got a single dict")
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise ValueError(f"chat message {i} must be a dict with 'role' and 'content', got {m!r}")
-        return self._compiled.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                     tools=None, **self.special)
+            if not isinstance(m["content"], str) or not isinstance(m["role"], str):
+                raise ValueError(f"chat message {i}: 'role' and 'content' must be strings, got {m!r}")
+        try:
+            return self._compiled.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                         tools=None, **self.special)
+        except TemplateError as e:
+            raise ValueError(f"chat template in {self.template_source}: {e}") from None
+        except Exception as e:  # a template bug (TypeError, KeyError, ...) in someone else's template
+            raise ValueError(f"chat template in {self.template_source} failed: {type(e).__name__}: {e}") from None
 
 
 class IncrementalDetokenizer:
