@@ -102,6 +102,16 @@ def test_bad_parameters_name_themselves_and_change_nothing(engine, kw, msg):
     assert engine.stats()["pages_in_use"] == 0
 
 
+def test_engine_arguments_that_do_not_fit(model_dir):
+    for kw, msg in ((dict(max_memory=10 ** 30), "asks for .* KV pages; at most 2\\*\\*31 - 1"),
+                    (dict(max_seq_len=2 ** 40), "max_seq_len must be at most"),
+                    (dict(page_size=2 ** 33), "page_size must be at most 4096"),
+                    (dict(max_batch_tokens=2 ** 40), "max_batch_tokens must be at most"),
+                    (dict(threads=True), "threads must be a positive integer")):
+        with pytest.raises(ValueError, match=msg):
+            fastdllm_rt.Engine(model_dir, **kw)
+
+
 def test_prompt_ids_that_do_not_fit_name_their_index(engine):
     with pytest.raises(ValueError, match=r"prompt token 4294967296 at index 2 is outside the vocabulary"):
         engine.generate_ids([1, 2, 2 ** 32])
