@@ -30,6 +30,15 @@ CACHED = 512
 CASES = [(32, 8), (8, 8), (1, 1)]  # (new tokens, rows through lm_head: a sub-block's masked positions)
 
 
+def gemm_flops(s: dict, new: int, rows: int) -> dict:
+    """FLOP of each GEMM op of one forward (all layers), keyed as the profiler names them."""
+    H, I, hd, L, V = s["hidden_size"], s["intermediate_size"], s["head_dim"], s["num_hidden_layers"], s["vocab_size"]
+    q, kv = s["num_attention_heads"] * hd, s["num_key_value_heads"] * hd
+    return {"linear_qkv": 2 * new * H * (q + 2 * kv) * L, "linear_o": 2 * new * q * H * L,
+            "linear_gate_up_silu_mul": 2 * new * H * 2 * I * L, "linear_down": 2 * new * I * H * L,
+            "lm_head_top2": 2 * rows * H * V}
+
+
 def triad_gbs(threads: int, mb: int = 256, reps: int = 5) -> float:
     """a = b + 2c over arrays of mb MiB each (3 streams), best of reps, in GB/s."""
     torch.set_num_threads(threads)
@@ -103,7 +112,11 @@ def main():
             T.forward(model, pool, step, "top2")
         prof = fastdllm_rt._C.profile_stop()
         per_op = {k: round(1e3 * sec / 3, 3) for k, (_, sec) in sorted(prof.items(), key=lambda kv: -kv[1][1])}
-        entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "cached_tokens": CACHED, "lm_head_rows": rows,
+        # What each GEMM achieved: its FLOP in the forward over its measured time.
+        op_flop = gemm_flops(s, new, rows)
+        per_op_tflops = {k: round(op_flop[k] / (per_op[k] / 1e3) / 1e12, 3) for k in op_flop if per_op.get(k)}
+        entry = {"new_tokens": new, "fastdllm_rt_per_op_ms": per_op, "fastdllm_rt_per_op_tflops": per_op_tflops,
+                 "cached_tokens": CACHED, "lm_head_rows": rows,
                  "gflop": flops(s, CACHED, new, rows) / 1e9, "fastdllm_rt_s": ours,
                  "fastdllm_rt_median_ms": 1e3 * statistics.median(ours)}
         m = statistics.median(ours)

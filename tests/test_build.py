@@ -12,6 +12,10 @@ def test_cuda_status_reports_without_crashing():
 
 
 def test_cpu_isa_is_detected_at_run_time(monkeypatch):
-    assert fastdllm_rt.cpu_isa() in ("avx2", "avx512_bf16")
+    assert fastdllm_rt.cpu_isa() in ("avx2", "avx512_bf16", "amx_bf16")
     monkeypatch.setenv("FASTDLLM_ISA", "avx2")
     assert fastdllm_rt.cpu_isa() == "avx2"
+    monkeypatch.setenv("FASTDLLM_ISA", "avx512")
+    assert fastdllm_rt.cpu_isa() in ("avx2", "avx512_bf16")  # avx2 on a CPU without AVX-512 BF16
+    monkeypatch.setenv("FASTDLLM_ISA", "amx")
+    assert fastdllm_rt.cpu_isa() == fastdllm_rt._C.cpu_isa()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import fastdllm_rt
 from fastdllm_rt._C import _testing as T
 
 ops = T.ops
@@ -411,3 +412,50 @@ def test_qkv_rope_append_equals_rope_then_write(rows, heads, kv_heads, hd, kv_dt
     np.testing.assert_array_equal(q_fused, ops.rope(q, pos, inv))
     for f, s in zip(fused, split):
         np.testing.assert_array_equal(f, s)
+
+
+AMX = fastdllm_rt.cpu_isa() == "amx_bf16"
+
+
+@pytest.mark.skipif(not AMX, reason="no AMX on this CPU")
+@pytest.mark.parametrize("lens_q,lens_kv", [([32], [544]), ([1], [17]), ([5, 1, 17, 8], [40, 3, 100, 64])])
+@pytest.mark.parametrize("heads,kv_heads,hd", [(12, 2, 128), (4, 2, 64), (6, 1, 32)])
+def test_amx_attention(monkeypatch, lens_q, lens_kv, heads, kv_heads, hd):
+    """bf16 pages on an AMX CPU take the tile kernel (cpu/attention_amx.cc): Q and
+    P rounded to bf16 as PyTorch's bf16 attention, so within bf16 rounding of the
+    fp32 reference; and every sequence of a ragged batch gets bit for bit what it
+    gets alone."""
+    monkeypatch.setenv("FASTDLLM_ISA", "amx")
+    page = 16
+    pool = T.PagePool(1, kv_heads, hd, page, 128, kv_dtype="bfloat16")
+    tables, kv_indptr, kv_indices, ks, vs = ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool)
+    qs = [randn(n, heads, hd) for n in lens_q]
+    limits = [RNG.integers(1, nk + 1, nq).astype(np.int32) for nq, nk in zip(lens_q, lens_kv)]
+    qo = np.cumsum([0] + lens_q).astype(np.int32)
+    scale = hd ** -0.5
+    out = ops.attention(np.concatenate(qs), pool, np.concatenate(limits), qo, kv_indptr, kv_indices, scale)
+    for s in range(len(lens_q)):
+        alone = ops.attention(qs[s], pool, limits[s], np.array([0, lens_q[s]], np.int32),
+                              np.array([0, len(tables[s].pages)], np.int32), np.array(tables[s].pages, np.int32),
+                              scale)
+        np.testing.assert_array_equal(out[qo[s]:qo[s + 1]], alone)
+        allowed = np.arange(lens_kv[s])[None, :] < limits[s][:, None]
+        ref = ref_attention(qs[s], bf16_round(ks[s]), bf16_round(vs[s]), allowed, scale)
+        # bf16 Q and P (relative 2^-9 each): well under 1% of the output scale
+        assert np.abs(alone - ref).max() <= 8e-3 * np.abs(ref).max()
+
+
+@pytest.mark.skipif(not AMX, reason="no AMX on this CPU")
+@pytest.mark.parametrize("rows", [1, 8, 16, 17, 32, 33, 128])
+@pytest.mark.parametrize("k,n", [(1536, 2048), (80, 331), (8960, 64)])
+def test_amx_linear_within_fp32_rounding_of_avx512(monkeypatch, rows, k, n):
+    """The AMX GEMM and the AVX-512 BF16 one take the same bf16 inputs; their
+    fp32 accumulations differ only in order (a few ulp of the sum of |terms|)."""
+    x, w = randn(rows, k), randn(n, k)
+    packed = ops.pack_bf16(as_dtype(w, "bfloat16")[0])
+    got = {}
+    for isa in ("amx", "avx512"):
+        monkeypatch.setenv("FASTDLLM_ISA", isa)
+        got[isa] = ops.linear(x, packed, weight_dtype="bfloat16", packed=True)
+    bound = 4 * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(as_dtype(w, "bfloat16")[2]).T)
+    assert np.all(np.abs(got["amx"] - got["avx512"]) <= bound + 1e-30)

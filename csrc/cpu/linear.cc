@@ -27,18 +27,24 @@ void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed,
   }
   if (packed) {
     const uint16_t* wp = static_cast<const uint16_t*>(w);
-    if (isa() == Isa::AVX512_BF16)
+    const Isa i = isa();
+    if (i == Isa::AMX_BF16)
+      linear_packed_amx(x, wp, b, residual, out, m, n, k);
+    else if (i == Isa::AVX512_BF16)
       linear_packed_avx512bf16(x, wp, b, residual, out, m, n, k);
     else
       linear_packed_avx2(x, wp, b, residual, out, m, n, k);
-  } else if (isa() == Isa::AVX512_BF16)
+  } else if (has_avx512_bf16())
     linear_avx512(x, w, wt, b, residual, out, m, n, k);
   else
     linear_avx2(x, w, wt, b, residual, out, m, n, k);
 }
 
 void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k) {
-  if (isa() == Isa::AVX512_BF16)
+  const Isa i = isa();
+  if (i == Isa::AMX_BF16)
+    linear_silu_mul_packed_amx(x, w, out, m, inter, k);
+  else if (i == Isa::AVX512_BF16)
     linear_silu_mul_packed_avx512bf16(x, w, out, m, inter, k);
   else
     linear_silu_mul_packed_avx2(x, w, out, m, inter, k);

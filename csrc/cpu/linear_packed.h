@@ -19,5 +19,13 @@ void linear_silu_mul_packed_avx2(const float* x, const uint16_t* w, float* out, 
                                  int64_t k);
 void linear_silu_mul_packed_avx512bf16(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
                                        int64_t k);
+// Activations rounded to bf16 pairs (nearest even) for both bf16-pair kernels:
+// [m_pad][packed_pairs(k)] words in per-thread scratch, odd K padded with zero,
+// rows m..m_pad zero. Needs AVX-512 BF16 (defined in linear_packed_avx512bf16.cc).
+const uint32_t* pack_bf16_pairs(const float* x, int64_t m, int64_t k, int64_t m_pad);
+// AMX BF16 (cpu/linear_packed_amx.cc): the same results up to fp32 rounding of the accumulation.
+void linear_packed_amx(const float* x, const uint16_t* w, const float* bias, const float* residual, float* out,
+                       int64_t m, int64_t n, int64_t k);
+void linear_silu_mul_packed_amx(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k);
 
 }  // namespace fastdllm::cpu

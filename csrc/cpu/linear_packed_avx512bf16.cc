@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "cpu/fast_exp.h"
 #include "cpu/linear_packed.h"
@@ -84,11 +85,11 @@ void run(const uint32_t* xp, int64_t m, int64_t kp_n, const uint16_t* w, int64_t
   }
 }
 
-// Activations as bf16 pairs (round to nearest even), odd K padded with zero,
-// in per-thread scratch.
-const uint32_t* pack_activations(const float* x, int64_t m, int64_t k) {
+}  // namespace
+
+const uint32_t* pack_bf16_pairs(const float* x, int64_t m, int64_t k, int64_t m_pad) {
   const int64_t kp_n = packed_pairs(k);
-  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m * kp_n, 0));
+  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m_pad * kp_n, 0));
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * k;
     uint32_t* d = xp + r * kp_n;
@@ -104,15 +105,14 @@ const uint32_t* pack_activations(const float* x, int64_t m, int64_t k) {
       d[c / 2] = lo | (hi << 16);
     }
   }
+  std::memset(xp + m * kp_n, 0, size_t((m_pad - m) * kp_n) * 4);
   return xp;
 }
-
-}  // namespace
 
 void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bias, const float* residual,
                               float* out, int64_t m, int64_t n, int64_t k) {
   const int64_t kp_n = packed_pairs(k), panels = (n + kPanelRows - 1) / kPanelRows;
-  const uint32_t* xp = pack_activations(x, m, k);
+  const uint32_t* xp = pack_bf16_pairs(x, m, k, m);
   if (m <= 2)
     run<1, 4>(xp, m, kp_n, w, panels, bias, residual, out, n);
   else
@@ -122,7 +122,7 @@ void linear_packed_avx512bf16(const float* x, const uint16_t* w, const float* bi
 void linear_silu_mul_packed_avx512bf16(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter,
                                        int64_t k) {
   const int64_t kp_n = packed_pairs(k), panels = 2 * inter / kPanelRows;
-  const uint32_t* xp = pack_activations(x, m, k);
+  const uint32_t* xp = pack_bf16_pairs(x, m, k, m);
   if (m <= 2)
     run<1, 4, true>(xp, m, kp_n, w, panels, nullptr, nullptr, out, 2 * inter);
   else
