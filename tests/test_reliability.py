@@ -180,8 +180,22 @@ def test_overflowing_activations_fail_the_request_not_the_engine(tmp_path, model
 
 
 # ---- interrupts ----------------------------------------------------------------------
+# A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and Python then
+# installs no KeyboardInterrupt handler (nor does a child it starts): these tests set
+# the disposition a terminal gives, so that they test Ctrl-C however pytest was started.
 
-def test_ctrl_c_lands_within_a_step_and_frees_the_pages(demo_dir):
+@pytest.fixture
+def sigint_raises():
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def _sigint_default():  # in the child, before exec: Python then installs its handler
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_lands_within_a_step_and_frees_the_pages(demo_dir, sigint_raises):
     e = fastdllm_rt.Engine(demo_dir)
     for call in (lambda: e.generate(["Hello"] * 3, max_new_tokens=4000, threshold=1.0),
                  lambda: list(e.stream("Hello", max_new_tokens=4000, threshold=1.0))):
@@ -296,12 +310,17 @@ def test_cli_closed_pipe_and_ctrl_c(demo_dir):
     # Ctrl-C: exit 130 within a step, no traceback
     p = subprocess.Popen([sys.executable, "-m", "fastdllm_rt.cli", "generate", demo_dir, "hi", "--max-new-tokens",
                           "100000", "--max-seq-len", "200000", "--threshold", "1.0"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    assert p.stdout.read(3)  # it is streaming
-    t0 = time.time()
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and "Traceback" not in err and time.time() - t0 < 10
+                         stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    try:
+        assert p.stdout.read(3)  # it is streaming
+        t0 = time.time()
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "Traceback" not in err and time.time() - t0 < 10
+    finally:
+        if p.poll() is None:  # a failure must not leave a generator running
+            p.kill()
+            p.communicate()
 
 
 def test_stop_strings_in_every_api(demo_dir):
