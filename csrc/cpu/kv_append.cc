@@ -15,27 +15,34 @@ namespace {
 inline void put(float* dst, float v) { *dst = v; }
 inline void put(uint16_t* dst, float v) { *dst = f32_to_bf16(v); }
 
-// The kv head h block of the page holding the slot of batch token t, or null
-// when the token's sequence writes nothing.
+// Where batch token t's K and V go, for kv head 0 (head h adds h * head_stride);
+// k is null when the token's sequence writes nothing.
 template <class E>
-E* slot_block(const PagedKV& kv, const KVBatch& b, int64_t t, int64_t h, int64_t offset, int64_t* row) {
+struct Slot {
+  E* k = nullptr;   // the page's K, [hd][page_size]: the token's column is `row`
+  E* v = nullptr;   // the token's V row
+  int64_t row = 0;  // the slot's row in its page
+};
+
+template <class E>
+Slot<E> token_slot(const PagedKV& kv, const KVBatch& b, int64_t t) {
   const int32_t s = b.token_seq[t];
-  if (b.write_offset[s] < 0) return nullptr;
-  const int64_t slot = b.write_offset[s] + (t - b.qo_indptr[s]);
-  const int32_t page = b.kv_indices[b.kv_indptr[s] + slot / kv.page_size];
-  *row = slot % kv.page_size;
-  return static_cast<E*>(kv.base) + page * kv.page_stride + offset + h * kv.head_stride;
+  if (b.write_offset[s] < 0) return {};
+  const int64_t slot = b.write_offset[s] + (t - b.qo_indptr[s]), row = slot % kv.page_size;
+  E* page = static_cast<E*>(kv.base) + b.kv_indices[b.kv_indptr[s] + slot / kv.page_size] * kv.page_stride;
+  return {page + kv.k_offset, page + kv.v_offset + row * kv.head_dim, row};
 }
 
 template <class E>
 void kv_write_typed(const PagedKV& kv, const KVBatch& b, const float* k, const float* v) {
   const int64_t hd = kv.head_dim, nkv = kv.num_kv_heads, ps = kv.page_size;
-  for (int64_t t = 0; t < b.num_tokens; ++t)
+  for (int64_t t = 0; t < b.num_tokens; ++t) {
+    const Slot<E> slot = token_slot<E>(kv, b, t);
+    if (!slot.k) continue;
+    const int64_t r = slot.row;
     for (int64_t h = 0; h < nkv; ++h) {
-      int64_t r = 0;
-      E* kt = slot_block<E>(kv, b, t, h, kv.k_offset, &r);  // [hd][ps]
-      if (!kt) continue;
-      E* vd = slot_block<E>(kv, b, t, h, kv.v_offset, &r) + r * hd;
+      E* kt = slot.k + h * kv.head_stride;  // [hd][ps]
+      E* vd = slot.v + h * kv.head_stride;
       const float* ks = k + (t * nkv + h) * hd;
       const float* vs = v + (t * nkv + h) * hd;
       for (int64_t i = 0; i < hd; ++i) {
@@ -43,6 +50,7 @@ void kv_write_typed(const PagedKV& kv, const KVBatch& b, const float* k, const f
         put(vd + i, vs[i]);
       }
     }
+  }
 }
 
 template <class E>
@@ -65,11 +73,11 @@ void qkv_rope_append_typed(const float* qkv, int64_t heads, const float* inv_fre
           dst[half + i] = src[half + i] * cs[i] + src[i] * cs[half + i];
         }
       }
-      for (int64_t h = 0; h < nkv; ++h) {
-        int64_t r = 0;
-        E* kt = slot_block<E>(kv, b, t, h, kv.k_offset, &r);  // [hd][ps]
-        if (!kt) continue;
-        E* vd = slot_block<E>(kv, b, t, h, kv.v_offset, &r) + r * hd;
+      const Slot<E> slot = token_slot<E>(kv, b, t);
+      const int64_t r = slot.row;
+      for (int64_t h = 0; slot.k && h < nkv; ++h) {
+        E* kt = slot.k + h * kv.head_stride;  // [hd][ps]
+        E* vd = slot.v + h * kv.head_stride;
         const float* k = row + (heads + h) * hd;
         const float* v = row + (heads + nkv + h) * hd;
         for (int64_t i = 0; i < half; ++i) {
