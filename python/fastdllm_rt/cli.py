@@ -96,7 +96,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_info(a: argparse.Namespace) -> int:
     c = read_config(a.model_dir)
-    shards = check_checkpoint(a.model_dir, c)  # every tensor header against the config: a bad file exits 2 here
+    files = check_checkpoint(a.model_dir, c)  # every tensor header against the config: a bad file exits 2 here
     gen = GenerationConfig.from_model_dir(a.model_dir)
     n_params = (c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
                 + c.num_hidden_layers * (c.hidden_size * (c.num_attention_heads + 2 * c.num_key_value_heads)
@@ -108,7 +108,7 @@ def cmd_info(a: argparse.Namespace) -> int:
             "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")},
         "approx_parameters": n_params,
         "checkpoint_dtype": c.torch_dtype,
-        "checkpoint": {"files": sorted({os.path.basename(p) for p in shards.values()}), "tensors_checked": True},
+        "checkpoint": {"files": sorted(os.path.basename(p) for p in files), "tensors_checked": True},
         "block_size (bd_size)": c.bd_size,
         "mask_token_id": c.mask_token_id,
         "stop_token_id": c.stop_token_id,

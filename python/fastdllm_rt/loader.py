@@ -7,6 +7,7 @@ config key or tensor at fault.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -216,11 +217,12 @@ def checkpoint_dtype(config: ModelConfig) -> str:
     return "bfloat16"
 
 
-def check_checkpoint(model_dir: str, config: ModelConfig, shards: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Checks every tensor header of the checkpoint against the config (names,
-    float dtype, shapes, byte ranges) before any memory is allocated for the
-    model; returns the shard map. Raises LoadError naming the file and tensor."""
-    shards = shards or shard_map(model_dir)
+def _open_checked(model_dir: str, config: ModelConfig, stack: contextlib.ExitStack) -> Dict[str, tuple]:
+    """Opens every shard the config needs once (closed with `stack`) and checks
+    each tensor header against the config (names, float dtype, shapes; byte
+    ranges when the header is read). Returns {path: (file, names in it)}.
+    Raises LoadError naming the file and tensor."""
+    shards = shard_map(model_dir)
     try:
         expected = _C.checkpoint_tensors(config.native_dict())
     except ValueError as e:
@@ -232,19 +234,29 @@ def check_checkpoint(model_dir: str, config: ModelConfig, shards: Optional[Dict[
     by_file: Dict[str, List[str]] = {}
     for name in expected:
         by_file.setdefault(shards[name], []).append(name)
+    files = {}
     for path, names in sorted(by_file.items()):
-        with SafetensorsFile(path) as f:
-            for name in names:
-                ent = f.entries.get(name)
-                if ent is None:
-                    raise LoadError(f"{path}: tensor '{name}' is listed in the index but not in this shard")
-                if ent.dtype not in FLOAT_DTYPES:
-                    raise LoadError(f"{path}: tensor '{name}' has dtype {ent.dtype}; "
-                                    f"expected one of {sorted(FLOAT_DTYPES)}")
-                if list(ent.shape) != list(expected[name]):
-                    raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
-                                    f"expected {list(expected[name])} from config.json")
-    return shards
+        f = stack.enter_context(SafetensorsFile(path))
+        for name in names:
+            ent = f.entries.get(name)
+            if ent is None:
+                raise LoadError(f"{path}: tensor '{name}' is listed in the index but not in this shard")
+            if ent.dtype not in FLOAT_DTYPES:
+                raise LoadError(f"{path}: tensor '{name}' has dtype {ent.dtype}; "
+                                f"expected one of {sorted(FLOAT_DTYPES)}")
+            if list(ent.shape) != list(expected[name]):
+                raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
+                                f"expected {list(expected[name])} from config.json")
+        files[path] = (f, names)
+    return files
+
+
+def check_checkpoint(model_dir: str, config: ModelConfig) -> List[str]:
+    """Checks every tensor header of the checkpoint against the config (names,
+    float dtype, shapes, byte ranges) without loading anything; returns the
+    files holding the model's tensors. Raises LoadError naming the file and tensor."""
+    with contextlib.ExitStack() as stack:
+        return list(_open_checked(model_dir, config, stack))
 
 
 def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu"):
@@ -259,17 +271,14 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
     if dtype not in DTYPES:
         raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     config = config or read_config(model_dir)
-    shards = check_checkpoint(model_dir, config)
     wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
-    try:
-        model = _C.Model(config.native_dict(), wdtype, device)
-    except ValueError as e:
-        raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
-    by_file: Dict[str, List[str]] = {}
-    for name in model.expected_weights():
-        by_file.setdefault(shards[name], []).append(name)
-    for path, names in sorted(by_file.items()):
-        with SafetensorsFile(path) as f:
+    with contextlib.ExitStack() as stack:
+        files = _open_checked(model_dir, config, stack)  # before any memory is taken for the model
+        try:
+            model = _C.Model(config.native_dict(), wdtype, device)
+        except ValueError as e:
+            raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+        for path, (f, names) in files.items():
             for name in names:
                 ent = f.entries[name]
                 view = f.data(name)
