@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
+from typing import AsyncIterator, Dict, List, Optional, Sequence, Union
 
 from . import _C
 from .generation_config import GenerationConfig
@@ -138,11 +138,14 @@ class _Tracked:
     at once (its pages freed), with finish reason "stop"."""
 
     def __init__(self, engine: "Engine", request, tokenizer: Optional[TextTokenizer], stop: Optional[List[str]],
-                 with_text: bool):
+                 with_text: bool, deltas: bool = True):
         self.engine = engine
         self.request = request
         self.tokenizer = tokenizer
-        self.detok = IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
+        # Text is decoded as it arrives only where someone reads it: the deltas,
+        # the result's text, or the stop strings.
+        decode = tokenizer is not None and (deltas or with_text or bool(stop))
+        self.detok = IncrementalDetokenizer(tokenizer) if decode else None
         self.stop = stop or []
         self.with_text = with_text
         self.version = 0
@@ -204,18 +207,13 @@ class _Tracked:
                 self._finish(state, self.text)
                 return delta
         self.text += delta
-        if out is not None:
-            self._finish(state, self.text if self.detok else None)
+        if out is not None:  # finish() has decoded the whole output
+            self._finish(state, self.detok.emitted if self.detok else None)
         return delta
 
     def _finish(self, state: dict, text: Optional[str]) -> None:
-        if not self.with_text:
-            text = None
-        elif self.stop:
-            pass  # the text as cut at the stop string
-        elif self.tokenizer is not None:
-            text = self.tokenizer.decode(list(state["output"]))
-        self.result = _result(state, text)
+        """text: as cut at a stop string, or the decode of the whole output."""
+        self.result = _result(state, text if self.with_text else None)
         self.engine.last_result = self.result
 
     def take(self) -> GenerationResult:
@@ -411,10 +409,10 @@ class Engine:
         if budget is None:
             # Every batch slot can hold a whole context (plus an active block of
             # up to 128 tokens), within half the memory that is free now.
-            want = max_batch_size * (-(-max_seq_len // page_size) + -(-128 // page_size))
+            per_seq = -(-max_seq_len // page_size) + -(-128 // page_size)
+            want = max_batch_size * per_seq
             free = _available_host_memory() if self.device == "cpu" else None
-            max_pages = min(want, free // 2 // page_bytes) if free else want
-            max_pages = max(max_pages, -(-max_seq_len // page_size) + -(-128 // page_size))
+            max_pages = max(min(want, free // 2 // page_bytes) if free else want, per_seq)
         else:
             max_pages = budget // page_bytes
             if max_pages < 1:
@@ -489,7 +487,10 @@ class Engine:
 
     # ---- requests --------------------------------------------------------------
     def _config(self, overrides) -> GenerationConfig:
-        return self.generation_config.updated(**overrides)
+        cfg = self.generation_config.updated(**overrides)
+        if cfg.stop and self.tokenizer is None:
+            raise ValueError(f"{self.path}: stop strings need a tokenizer (no tokenizer.json)")
+        return cfg
 
     def _submit(self, ids: Sequence[int], gen: GenerationConfig):
         params = gen.native(block_size=self.config.bd_size, mask_id=self.config.mask_token_id,
@@ -523,12 +524,8 @@ class Engine:
             raise
         return reqs
 
-    def _track(self, reqs: list, gen: GenerationConfig, with_text: bool) -> List[_Tracked]:
-        if gen.stop and self.tokenizer is None:
-            for r in reqs:
-                r.cancel()
-            raise ValueError(f"{self.path}: stop strings need a tokenizer (no tokenizer.json)")
-        return [_Tracked(self, r, self.tokenizer, gen.stop, with_text) for r in reqs]
+    def _track(self, reqs: list, gen: GenerationConfig, with_text: bool, deltas: bool = True) -> List[_Tracked]:
+        return [_Tracked(self, r, self.tokenizer, gen.stop, with_text, deltas) for r in reqs]
 
     def _wait_all(self, tracked: List[_Tracked]) -> List[GenerationResult]:
         """Follows every request until it ends, one wake-up per engine step for
@@ -572,7 +569,7 @@ class Engine:
         cfg = self._config(gen)
         batch = self._is_batch_of_ids(prompt_ids)
         reqs = self._submit_all(list(prompt_ids) if batch else [prompt_ids], cfg)
-        results = self._wait_all(self._track(reqs, cfg, with_text=False))
+        results = self._wait_all(self._track(reqs, cfg, with_text=False, deltas=False))
         return results if batch else results[0]
 
     def _prompt_list(self, prompts) -> list:
@@ -651,7 +648,8 @@ class Engine:
                         break
                     await self._notifier.wait(t.request, t.version)
                     for other in tracked:  # stop strings of the others act as they arrive
-                        other.poll()
+                        if other is not t:
+                            other.poll()
         except BaseException:  # cancelled: stop them all, free their pages
             for t in tracked:
                 t.cancel()

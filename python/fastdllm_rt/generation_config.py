@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Union
+from typing import List, Optional
 
 from . import _C
-
-INT32_MAX = (1 << 31) - 1
+from .json_file import read_json_object
+from .loader import INT32_MAX
 
 
 @dataclass
@@ -56,13 +55,7 @@ class GenerationConfig:
         path = os.path.join(model_dir, "generation_config.json")
         if not os.path.exists(path):
             return cfg
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        data = read_json_object(path)
         aliases = {"small_block_size": "sub_block_size", "bd_size": "block_size", "stop_strings": "stop"}
         for key, value in data.items():
             name = aliases.get(key, key)

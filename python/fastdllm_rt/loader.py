@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 from . import _C
 from .errors import LoadError
+from .json_file import read_json_object
 from .safetensors_io import FLOAT_DTYPES, SafetensorsFile
 
 DEFAULT_MASK_ID = 151665  # fast_dllm_v2.md section 1: '|<MASK>|', hard-coded upstream
@@ -90,15 +91,9 @@ def read_config(model_dir: str) -> ModelConfig:
     if not os.path.isdir(model_dir):
         raise LoadError(f"{model_dir}: not a directory (expected a Hugging Face model folder)")
     path = os.path.join(model_dir, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except FileNotFoundError:
-        raise LoadError(f"{path}: not found (a model folder needs config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LoadError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise LoadError(f"{path}: expected a JSON object")
+    if not os.path.isfile(path):
+        raise LoadError(f"{path}: not found (a model folder needs config.json)")
+    cfg = read_json_object(path, LoadError)
 
     mt = cfg.get("model_type")
     if mt is not None and mt not in ("qwen2", "Fast_dLLM_Qwen", "fast_dllm_qwen"):

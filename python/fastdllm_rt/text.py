@@ -7,6 +7,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence, Union
 
+from .json_file import read_json_object
+
 Messages = Sequence[Dict[str, str]]
 Prompt = Union[str, Messages]
 
@@ -25,13 +27,7 @@ class TextTokenizer:
         self.special = {}
         cfg_path = os.path.join(model_dir, "tokenizer_config.json")
         if os.path.exists(cfg_path):
-            try:
-                with open(cfg_path, encoding="utf-8") as f:
-                    cfg = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ValueError(f"{cfg_path}: not valid JSON ({e})") from None
-            if not isinstance(cfg, dict):
-                raise ValueError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+            cfg = read_json_object(cfg_path)
             self.chat_template = self._pick_template(cfg.get("chat_template"), cfg_path)
             if self.chat_template is not None:
                 self.template_source = f"{cfg_path} 'chat_template'"
