@@ -84,19 +84,33 @@ BatchArrays batch_arrays(const py::object& qo, const py::object& kv_indptr, cons
   return b;
 }
 
-// The attention work list of a batch (plans::plan_attention over each
-// sequence's longest key limit), kept alive and on the op's device for a call.
+// The attention work list of a batch: plans::plan_attention over each
+// sequence's longest key limit.
+plans::AttentionPlan plan_batch(const BatchArrays& b, int64_t kv_heads, int64_t target_ctas) {
+  std::vector<int32_t> kv_len(b.qo.size() - 1, 0);
+  for (size_t t = 0; t < b.token_seq.size(); ++t)
+    kv_len[size_t(b.token_seq[t])] = std::max(kv_len[size_t(b.token_seq[t])], b.kv_limit[t]);
+  plans::AttentionPlan plan;
+  plans::plan_attention(b.qo.data(), kv_len.data(), int(kv_len.size()), kv_heads, &plan, target_ctas);
+  return plan;
+}
+
+// The work items as the kernels read them: (q0, nq, k0, k1, split) each.
+std::vector<int32_t> flat_work(const plans::AttentionPlan& p) {
+  std::vector<int32_t> work;
+  for (const auto& w : p.work) work.insert(work.end(), {w.q0, w.nq, w.k0, w.k1, w.split});
+  return work;
+}
+
+// A batch's plan, kept alive and on the op's device for a call.
 struct PlanOnDevice {
   plans::AttentionPlan plan;
-  std::vector<int32_t> work, count, kv_len;
+  std::vector<int32_t> work, count;
   AttentionPlanView view;
   PlanOnDevice(const BatchArrays& b, OnDevice& d, int64_t kv_heads, int64_t target_ctas) {
     if (d.dev == Device::CPU) return;  // the CPU attention runs per query
-    kv_len.assign(b.qo.size() - 1, 0);
-    for (size_t t = 0; t < b.token_seq.size(); ++t)
-      kv_len[size_t(b.token_seq[t])] = std::max(kv_len[size_t(b.token_seq[t])], b.kv_limit[t]);
-    plans::plan_attention(b.qo.data(), kv_len.data(), int(kv_len.size()), kv_heads, &plan, target_ctas);
-    for (const auto& w : plan.work) work.insert(work.end(), {w.q0, w.nq, w.k0, w.k1, w.split});
+    plan = plan_batch(b, kv_heads, target_ctas);
+    work = flat_work(plan);
     count.assign(1, int32_t(plan.work.size()));
     view.work = d.ints(work);
     view.num_work = int64_t(plan.work.size());
@@ -183,53 +197,35 @@ py::array_t<float> attention_by_plan(py::array q, PagePool& pool, const BatchArr
 // "write_offset" (0; -1 writes nothing), "kv_limit" (default: everything up to
 // the end of the written tokens), "rows" (local output rows, default all).
 struct PyForward {
-  std::vector<int32_t> tokens, positions, limits, qo{0}, kv_indptr{0}, kv_indices, write_offset, rows;
+  ForwardBatchBuilder builder;
+  std::vector<int32_t> rows;
   ForwardBatch batch;
-  PyForward(const py::list& seqs, int64_t vocab_limit) {
-    (void)vocab_limit;
+  explicit PyForward(const py::list& seqs) {
     for (const py::handle& h : seqs) {
       const py::dict d = h.cast<py::dict>();
       const std::vector<int32_t> tok = to_ints(d["tokens"]);
       const int32_t wo = d.contains("write_offset") ? d["write_offset"].cast<int32_t>() : 0;
-      const int64_t n = int64_t(tok.size()), base = int64_t(tokens.size());
+      const int64_t n = int64_t(tok.size());
       std::vector<int32_t> pos = d.contains("positions") ? to_ints(d["positions"]) : std::vector<int32_t>();
       if (pos.empty())
         for (int64_t i = 0; i < n; ++i) pos.push_back(int32_t(std::max(wo, 0) + i));
       std::vector<int32_t> lim = d.contains("kv_limit") ? to_ints(d["kv_limit"]) : std::vector<int32_t>();
       if (lim.empty()) lim.assign(size_t(n), int32_t(std::max(wo, 0) + n));
-      FDL_CHECK(int64_t(pos.size()) == n && int64_t(lim.size()) == n, "positions and kv_limit need one entry per token");
-      tokens.insert(tokens.end(), tok.begin(), tok.end());
-      positions.insert(positions.end(), pos.begin(), pos.end());
-      limits.insert(limits.end(), lim.begin(), lim.end());
-      qo.push_back(int32_t(tokens.size()));
-      const std::vector<int32_t> pages = to_ints(d["pages"]);
-      kv_indices.insert(kv_indices.end(), pages.begin(), pages.end());
-      kv_indptr.push_back(int32_t(kv_indices.size()));
-      write_offset.push_back(wo);
+      const int32_t base = builder.add(tok, pos, lim, to_ints(d["pages"]), wo);
       if (d.contains("rows")) {
-        for (int32_t r : to_ints(d["rows"])) rows.push_back(int32_t(base + r));
+        for (int32_t r : to_ints(d["rows"])) rows.push_back(base + r);
       } else {
         for (int64_t i = 0; i < n; ++i) rows.push_back(int32_t(base + i));
       }
     }
-    batch.num_seqs = int(qo.size()) - 1;
-    batch.num_tokens = int64_t(tokens.size());
-    batch.tokens = tokens.data();
-    batch.positions = positions.data();
-    batch.kv_limit = limits.data();
-    batch.qo_indptr = qo.data();
-    batch.kv_indptr = kv_indptr.data();
-    batch.kv_indices = kv_indices.data();
-    batch.write_offset = write_offset.data();
+    batch = builder.batch();
   }
 };
 
 py::dict plan_dict(const plans::AttentionPlan& p) {
   py::dict d;
-  std::vector<int32_t> work;
-  for (const auto& w : p.work) work.insert(work.end(), {w.q0, w.nq, w.k0, w.k1, w.split});
   d["keys_per_split"] = p.keys_per_split;
-  d["work"] = work;
+  d["work"] = flat_work(p);
   d["part_base"] = p.part_base;
   d["part_count"] = p.part_count;
   d["num_parts"] = p.num_parts;
@@ -403,7 +399,7 @@ void bind_testing(py::module_& t) {
     py::array_t<int32_t> token(rows);
     auto prob = empty_f32({rows});
     std::mt19937_64 rng(seed);
-    sample_rows(c, rows, vocab - (exclude >= 0 ? 1 : 0), o, rng, token.mutable_data(), prob.mutable_data());
+    sample_rows(c, 0, rows, vocab - (exclude >= 0 ? 1 : 0), o, rng, token.mutable_data(), prob.mutable_data());
     return py::make_tuple(token, prob);
   }, py::arg("logits"), py::arg("temperature"), py::arg("top_p") = 1.f, py::arg("top_k") = 0,
      py::arg("exclude") = -1, py::arg("seed") = 0, py::arg("device") = "cpu");
@@ -508,12 +504,7 @@ void bind_testing(py::module_& t) {
   t.def("attention_by_plan", [](py::array q, PagePool& pool, py::object kv_limit, py::object qo, py::object kv_indptr,
                                 py::object kv_indices, float scale, int64_t target_ctas) {
     BatchArrays ba = batch_arrays(qo, kv_indptr, kv_indices, py::none(), py::none(), kv_limit);
-    std::vector<int32_t> kv_len(ba.qo.size() - 1, 0);
-    for (size_t i = 0; i < ba.token_seq.size(); ++i)
-      kv_len[size_t(ba.token_seq[i])] = std::max(kv_len[size_t(ba.token_seq[i])], ba.kv_limit[i]);
-    plans::AttentionPlan p;
-    plans::plan_attention(ba.qo.data(), kv_len.data(), int(kv_len.size()), pool.geometry().num_kv_heads, &p,
-                          target_ctas);
+    const plans::AttentionPlan p = plan_batch(ba, pool.geometry().num_kv_heads, target_ctas);
     return py::make_tuple(attention_by_plan(q, pool, ba, scale, p), plan_dict(p));
   }, py::arg("q"), py::arg("pool"), py::arg("kv_limit"), py::arg("qo_indptr"), py::arg("kv_indptr"),
      py::arg("kv_indices"), py::arg("scale"), py::arg("target_ctas") = plans::kAttnTargetCtas);
@@ -549,7 +540,7 @@ void bind_testing(py::module_& t) {
   // "candidates" -> (stats, count, candidates) under the sampling options.
   t.def("forward", [](Model& model, PagePool& pool, const py::list& seqs, const std::string& output,
                       float temperature, float top_p, int top_k, int32_t exclude) -> py::object {
-    PyForward f(seqs, model.config().vocab_size);
+    PyForward f(seqs);
     const int64_t R = int64_t(f.rows.size()), V = model.config().vocab_size;
     ForwardOutputs out;
     std::vector<ops::SamplingOptions> opts(size_t(R), ops::SamplingOptions{temperature, top_p, top_k, exclude});
@@ -594,7 +585,7 @@ void bind_testing(py::module_& t) {
   }, py::arg("model"), py::arg("pool"), py::arg("seqs"), py::arg("output") = "logits", py::arg("temperature") = 1.f,
      py::arg("top_p") = 1.f, py::arg("top_k") = 0, py::arg("exclude") = -1);
   t.def("describe_plan", [](const Model& model, PagePool& pool, const py::list& seqs) {
-    PyForward f(seqs, model.config().vocab_size);
+    PyForward f(seqs);
     f.batch.greedy_rows = f.rows.data();
     f.batch.num_greedy = int64_t(f.rows.size());
     const PlanSummary s = model.describe_plan(f.batch, pool.store());

@@ -46,7 +46,6 @@ PrefixCache::Match PrefixCache::lookup(const int32_t* tokens, int64_t max_blocks
     m.blocks = b + 1;
     m.pages.insert(m.pages.end(), e->pages.begin(), e->pages.end());
     m.next_token = e->next_token;
-    for (int32_t p : e->pages) m.pinned += pool_->refcount(p) == 1;
     parent = k;
   }
   return m;
@@ -90,7 +89,6 @@ void PrefixCache::insert(const int32_t* tokens, int64_t blocks, int block, const
     for (int32_t p : e.pages) pool_->retain(p);
     e.next_token = next_tokens ? next_tokens[b] : -1;
     e.last_use = tick_;
-    cached_pages_ += per_block;
     entries_.emplace(k, std::move(e));
     parent = k;
   }
@@ -113,7 +111,6 @@ bool PrefixCache::evict_one() {
   }
   if (victim == entries_.end()) return false;
   for (int32_t p : victim->second.pages) pool_->release(p);
-  cached_pages_ -= int64_t(victim->second.pages.size());
   entries_.erase(victim);
   return true;
 }
@@ -122,7 +119,6 @@ void PrefixCache::clear() {
   for (auto& kv : entries_)
     for (int32_t p : kv.second.pages) pool_->release(p);
   entries_.clear();
-  cached_pages_ = 0;
 }
 
 }  // namespace fastdllm

@@ -136,6 +136,12 @@ uint64_t EngineLoop::wait_progress(uint64_t seen, double timeout_s) const {
   return steps_;
 }
 
+void EngineLoop::publish_stats() {
+  const SchedulerStats st = scheduler_.stats();
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_ = st;
+}
+
 void EngineLoop::publish(Scheduler::Report& report) {
   auto request = [&](int64_t id) -> std::shared_ptr<Request> {
     std::lock_guard<std::mutex> lock(mu_);
@@ -184,17 +190,11 @@ void EngineLoop::run() {
       if (it != live_.end()) dropped.push_back(it->second), live_.erase(it);
     }
     if (!dropped.empty()) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        stats_ = scheduler_.stats();
-      }
+      publish_stats();
       for (auto& r : dropped) r->end("cancelled", "");
     }
     scheduler_.step(&report);  // finished sequences have released their pages when it returns
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stats_ = scheduler_.stats();
-    }
+    publish_stats();
     publish(report);
     {
       std::lock_guard<std::mutex> lock(mu_);

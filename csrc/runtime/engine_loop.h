@@ -79,6 +79,8 @@ class EngineLoop {
   void cancel(int64_t id);
   void run();
   void publish(Scheduler::Report& report);
+  // The scheduler's stats as callers read them (computed outside the lock).
+  void publish_stats();
 
   Scheduler scheduler_;
   int threads_;

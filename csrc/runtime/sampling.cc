@@ -65,13 +65,14 @@ Sampled sample_candidates(const int32_t* pairs, int64_t count, float max, float 
   return {c[size_t(pick)].token, float(c[size_t(pick)].p / mass)};
 }
 
-void sample_rows(const SamplingCandidates& c, int64_t rows, int64_t eligible, const ops::SamplingOptions& o,
-                 std::mt19937_64& rng, int32_t* token, float* prob) {
-  for (int64_t r = 0; r < rows; ++r) {
+void sample_rows(const SamplingCandidates& c, int64_t row0, int64_t rows, int64_t eligible,
+                 const ops::SamplingOptions& o, std::mt19937_64& rng, int32_t* token, float* prob) {
+  for (int64_t k = 0; k < rows; ++k) {
+    const int64_t r = row0 + k;
     const Sampled s = sample_candidates(c.row(r), c.count[size_t(r)], c.stats[size_t(2 * r)],
                                         c.stats[size_t(2 * r + 1)], eligible, o, rng);
-    token[r] = s.token;
-    prob[r] = s.prob;
+    token[k] = s.token;
+    prob[k] = s.prob;
   }
 }
 

@@ -27,8 +27,8 @@ struct Sampled {
 Sampled sample_candidates(const int32_t* pairs, int64_t count, float max, float denom, int64_t eligible,
                           const ops::SamplingOptions& options, std::mt19937_64& rng);
 
-// One draw per row of c, rows in order from one random stream.
-void sample_rows(const SamplingCandidates& c, int64_t rows, int64_t eligible, const ops::SamplingOptions& options,
-                 std::mt19937_64& rng, int32_t* token, float* prob);
+// One draw per row of c in [row0, row0 + rows), in order from one random stream.
+void sample_rows(const SamplingCandidates& c, int64_t row0, int64_t rows, int64_t eligible,
+                 const ops::SamplingOptions& options, std::mt19937_64& rng, int32_t* token, float* prob);
 
 }  // namespace fastdllm

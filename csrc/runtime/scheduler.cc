@@ -86,7 +86,7 @@ bool Scheduler::step(Report* report) {
   report->ran_forward = false;
   admit();
   if (running_.empty()) return !waiting_.empty();
-  collect(report);
+  collect();
   if (!batch_seqs_.empty()) run_batch(report);
   // Hand over what ended (finished without a forward, or after its last one).
   for (size_t i = 0; i < running_.size();) {
@@ -105,7 +105,7 @@ bool Scheduler::step(Report* report) {
 // Denoising and commit forwards first, in admission order (they keep running
 // sequences moving); prefills take what is left of the token budget, in whole
 // blocks.
-void Scheduler::collect(Report* report) {
+void Scheduler::collect() {
   batch_seqs_.clear();
   int64_t budget = config_.max_batch_tokens;
   if (requests_.size() < running_.size()) requests_.resize(running_.size());
@@ -117,27 +117,17 @@ void Scheduler::collect(Report* report) {
       budget -= int64_t(req.tokens.size());
       batch_seqs_.push_back(s.get());
     }
-  (void)report;
 }
 
 void Scheduler::run_batch(Report* report) {
   const int n = int(batch_seqs_.size());
-  tokens_.clear(), positions_.clear(), limits_.clear(), kv_indices_.clear(), write_offset_.clear();
+  batch_.clear();
   greedy_rows_.clear(), sample_rows_.clear(), sample_options_.clear();
-  qo_.assign(1, 0);
-  kv_indptr_.assign(1, 0);
   greedy_at_.assign(size_t(n), 0);
   sample_at_.assign(size_t(n), 0);
   for (int i = 0; i < n; ++i) {
     const ForwardRequest& r = requests_[size_t(i)];
-    const int32_t base = int32_t(tokens_.size());
-    tokens_.insert(tokens_.end(), r.tokens.begin(), r.tokens.end());
-    positions_.insert(positions_.end(), r.positions.begin(), r.positions.end());
-    limits_.insert(limits_.end(), r.kv_limit.begin(), r.kv_limit.end());
-    qo_.push_back(int32_t(tokens_.size()));
-    kv_indices_.insert(kv_indices_.end(), r.pages.begin(), r.pages.end());
-    kv_indptr_.push_back(int32_t(kv_indices_.size()));
-    write_offset_.push_back(r.write_offset);
+    const int32_t base = batch_.add(r.tokens, r.positions, r.kv_limit, r.pages, r.write_offset);
     greedy_at_[size_t(i)] = int32_t(greedy_rows_.size());
     sample_at_[size_t(i)] = int32_t(sample_rows_.size());
     for (int32_t row : r.rows) {
@@ -149,16 +139,7 @@ void Scheduler::run_batch(Report* report) {
       }
     }
   }
-  ForwardBatch b;
-  b.num_seqs = n;
-  b.num_tokens = int64_t(tokens_.size());
-  b.tokens = tokens_.data();
-  b.positions = positions_.data();
-  b.kv_limit = limits_.data();
-  b.qo_indptr = qo_.data();
-  b.kv_indptr = kv_indptr_.data();
-  b.kv_indices = kv_indices_.data();
-  b.write_offset = write_offset_.data();
+  ForwardBatch b = batch_.batch();
   b.greedy_rows = greedy_rows_.data();
   b.num_greedy = int64_t(greedy_rows_.size());
   b.sample_rows = sample_rows_.data();
@@ -174,17 +155,7 @@ void Scheduler::run_batch(Report* report) {
     model_->forward(b, kv_.pool().store(), out);
   } catch (const std::exception& e) {
     // The forward itself failed: every sequence in it fails, none is left half-done.
-    const std::string msg = e.what();
-    for (Sequence* s : batch_seqs_) {
-      for (size_t i = 0; i < running_.size(); ++i)
-        if (running_[i].get() == s) {
-          running_[i]->cancel();
-          report->failed.emplace_back(std::move(running_[i]), msg);
-          running_.erase(running_.begin() + int64_t(i));
-          ++stats_.failed;
-          break;
-        }
-    }
+    for (Sequence* s : batch_seqs_) fail(s, e.what(), report);
     return;
   }
   report->ran_forward = true;
@@ -206,23 +177,27 @@ void Scheduler::run_batch(Report* report) {
       s->settle();
       if (!s->done()) report->progressed.push_back(s);
     } catch (const std::exception& e) {  // e.g. a sampled row that is not finite: this sequence alone fails
-      for (size_t k = 0; k < running_.size(); ++k)
-        if (running_[k].get() == s) {
-          running_[k]->cancel();
-          report->failed.emplace_back(std::move(running_[k]), e.what());
-          running_.erase(running_.begin() + int64_t(k));
-          ++stats_.failed;
-          break;
-        }
+      fail(s, e.what(), report);
     }
   }
+}
+
+void Scheduler::fail(Sequence* seq, const std::string& why, Report* report) {
+  for (size_t i = 0; i < running_.size(); ++i)
+    if (running_[i].get() == seq) {
+      running_[i]->cancel();
+      report->failed.emplace_back(std::move(running_[i]), why);
+      running_.erase(running_.begin() + int64_t(i));
+      ++stats_.failed;
+      return;
+    }
 }
 
 SchedulerStats Scheduler::stats() const {
   SchedulerStats s = stats_;
   s.pages_total = kv_.pool().capacity();
-  s.pages_cached = kv_.prefix().evictable_pages();
-  s.pages_in_use = kv_.pages_in_use();
+  s.pages_cached = kv_.prefix().evictable_pages();  // a scan of the cache: once
+  s.pages_in_use = kv_.pool().pages_in_use() - s.pages_cached;  // as KVCache::pages_in_use
   s.pages_reserved = kv_.reserved();
   s.waiting = int64_t(waiting_.size());
   s.running = int64_t(running_.size());

@@ -82,8 +82,10 @@ class Scheduler {
 
  private:
   void admit();
-  void collect(Report* report);
+  void collect();
   void run_batch(Report* report);
+  // Takes a running sequence out: cancelled (its pages freed) and handed over as failed.
+  void fail(Sequence* seq, const std::string& why, Report* report);
 
   std::shared_ptr<Model> model_;
   SchedulerConfig config_;
@@ -95,7 +97,7 @@ class Scheduler {
   // The batch being built (kept across steps so that steps do not allocate once warm).
   std::vector<Sequence*> batch_seqs_;
   std::vector<ForwardRequest> requests_;
-  std::vector<int32_t> tokens_, positions_, limits_, qo_, kv_indptr_, kv_indices_, write_offset_;
+  ForwardBatchBuilder batch_;
   std::vector<int32_t> greedy_rows_, sample_rows_, greedy_at_, sample_at_;
   std::vector<ops::SamplingOptions> sample_options_;
   std::vector<int32_t> top2_index_;

@@ -49,7 +49,6 @@ void GenerationParams::validate(int64_t vocab, int page_size) const {
             ") must be > 0 and divide block_size (", block_size, ")");
   FDL_CHECK(block_size % page_size == 0, "block_size (", block_size, ") must be a multiple of the engine's KV page_size (",
             page_size, "); make the Engine with a smaller page_size");
-  FDL_CHECK(threshold >= 0.f && threshold <= 1.f, "threshold must be in [0, 1], got ", threshold);
   FDL_CHECK(mask_id >= 0 && mask_id < vocab, "mask_token_id ", mask_id, " is outside the vocabulary [0, ", vocab, ")");
   FDL_CHECK(stop_id < vocab, "stop_token_id ", stop_id, " is outside the vocabulary [0, ", vocab, ")");
   FDL_CHECK(stop_id != mask_id, "stop_token_id and mask_token_id are both ", stop_id,
@@ -67,7 +66,11 @@ Sequence::Sequence(int64_t id, std::vector<int32_t> prompt, const GenerationPara
   PolicyParams pp;
   pp.name = p_.policy;
   pp.threshold = p_.threshold;
-  policy_ = make_decode_policy(pp);
+  policy_ = make_decode_policy(pp);  // checks the policy's own parameters
+  sampling_.temperature = p_.temperature;
+  sampling_.top_p = p_.top_p;
+  sampling_.top_k = p_.top_k;
+  sampling_.exclude = p_.mask_id;  // a denoising step never writes the mask token
   FDL_CHECK(!x_.empty(), "the prompt is empty");
   for (size_t i = 0; i < x_.size(); ++i)
     FDL_CHECK(x_[i] >= 0 && x_[i] < vocab_, "prompt token ", x_[i], " at index ", i,
@@ -143,30 +146,22 @@ int64_t Sequence::first_stop(int64_t from) const {
   return -1;
 }
 
-std::vector<int32_t> Sequence::decoded_prefix() const {
-  std::vector<int32_t> out;
-  for (int64_t i = p0_; i < int64_t(x_.size()); ++i) {
+int64_t Sequence::decoded_end() const {
+  int64_t i = p0_;
+  for (; i < int64_t(x_.size()); ++i) {
     const int32_t t = x_[size_t(i)];
     if (t == p_.mask_id) break;
-    out.push_back(t);
-    if (t == p_.stop_id) break;
+    if (t == p_.stop_id) return i + 1;
   }
-  return out;
+  return i;
 }
 
-int64_t Sequence::decoded_count() const {
-  int64_t n = 0;
-  for (int64_t i = p0_; i < int64_t(x_.size()); ++i) {
-    const int32_t t = x_[size_t(i)];
-    if (t == p_.mask_id) break;
-    ++n;
-    if (t == p_.stop_id) break;
-  }
-  return n;
+std::vector<int32_t> Sequence::decoded_prefix() const {
+  return std::vector<int32_t>(x_.begin() + p0_, x_.begin() + decoded_end());
 }
 
 bool Sequence::enough_tokens() const {
-  return p_.length_rule == LengthRule::Tokens && decoded_count() >= p_.max_new_tokens;
+  return p_.length_rule == LengthRule::Tokens && decoded_end() - p0_ >= p_.max_new_tokens;
 }
 
 std::vector<int32_t> Sequence::output() const {
@@ -209,7 +204,6 @@ void Sequence::finish() {
   if (done_) return;
   done_ = true;
   stopped_ = first_stop(p0_) >= 0;
-  last_step_ = StepKind::None;
   block_->clear();
   committed_->clear();  // the prefix cache keeps what it registered
   reservation_.reset();
@@ -240,7 +234,6 @@ bool Sequence::next(int64_t budget, ForwardRequest* req) {
         if (remaining == 0) {  // every prompt block came from the prefix cache
           prefill_pending_ = false;
           ++forwards_;  // the spec's prefill forward, served without running
-          last_step_ = StepKind::Prefill;
           if (p0_ % B == 0) x_.push_back(next_tokens_.back());
           continue;
         }
@@ -326,19 +319,13 @@ bool Sequence::next(int64_t budget, ForwardRequest* req) {
         req->pages = committed_->pages();
         req->pages.insert(req->pages.end(), block_->pages().begin(), block_->pages().end());
         req->sample = p_.temperature > 0.f;
-        if (req->sample) {
-          req->sampling.temperature = p_.temperature;
-          req->sampling.top_p = p_.top_p;
-          req->sampling.top_k = p_.top_k;
-          req->sampling.exclude = p_.mask_id;  // a denoising step never writes the mask token
-        }
+        if (req->sample) req->sampling = sampling_;
         break;
       }
     }
     pending_.kind = req->kind;
     pending_.rows = req->rows;
     pending_.tokens = req->tokens;
-    last_step_ = req->kind;
     return true;
   }
 }
@@ -397,21 +384,14 @@ void Sequence::on_result(const RowResults& r) {
         // Sampling: the candidates came from the device, the draws are ours, row by row.
         sampled_token_.resize(size_t(n));
         sampled_prob_.resize(size_t(n));
-        ops::SamplingOptions o;
-        o.temperature = p_.temperature;
-        o.top_p = p_.top_p;
-        o.top_k = p_.top_k;
-        o.exclude = p_.mask_id;
+        sample_rows(*r.candidates, r.candidate_row0, n, vocab_ - 1, sampling_, rng_, sampled_token_.data(),
+                    sampled_prob_.data());
         for (int k = 0; k < n; ++k) {
-          const int64_t row = r.candidate_row0 + k;
-          const SamplingCandidates& c = *r.candidates;
-          const Sampled d = sample_candidates(c.row(row), c.count[size_t(row)], c.stats[size_t(2 * row)],
-                                              c.stats[size_t(2 * row + 1)], vocab_ - 1, o, rng_);
           MaskedPosition& m = stats_[size_t(k)];
           m = MaskedPosition();
           m.position = masked_[size_t(k)];
-          m.token = d.token;
-          m.confidence = d.prob;
+          m.token = sampled_token_[size_t(k)];
+          m.confidence = sampled_prob_[size_t(k)];
         }
       } else {
         check_finite(r, n);

@@ -123,14 +123,13 @@ class Sequence {
   std::vector<int32_t> output() const;  // the generated ids after the spec's final truncation (once done)
   int64_t num_forwards() const { return forwards_; }  // counted as the spec counts them
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
-  StepKind last_step() const { return last_step_; }
   const char* finish_reason() const;  // "stop", "length" or "" while running
 
  private:
   enum class Action { Prefill, StartBlock, Denoise, Commit, Finish };
   Action next_action();
   int64_t first_stop(int64_t from) const;
-  int64_t decoded_count() const;  // decoded_prefix().size() without building it
+  int64_t decoded_end() const;    // where decoded_prefix() ends in tokens()
   bool enough_tokens() const;     // the tokens rule has its max_new_tokens final tokens
   void finish();
   void take_pages(PageTable& table, int64_t tokens);  // grows a table from the reservation
@@ -158,7 +157,6 @@ class Sequence {
   int64_t prefix_hit_tokens_ = 0;
   bool done_ = false;
   bool stopped_ = false;
-  StepKind last_step_ = StepKind::None;
   ForwardRequest pending_;      // the request in flight (its rows and kind)
   std::vector<int32_t> masked_;  // block positions of the pending denoising rows
 
@@ -169,6 +167,7 @@ class Sequence {
   std::vector<int32_t> cache_tokens_;     // the tokens whose K/V committed_ holds, in slot order
   std::vector<int32_t> next_tokens_;      // per committed block: its AR next token, -1 when not computed
   std::mt19937_64 rng_;
+  ops::SamplingOptions sampling_;         // the sampled rows' options (temperature > 0)
   std::vector<MaskedPosition> stats_;
   std::vector<uint8_t> unmask_;
   std::vector<int32_t> sampled_token_;

@@ -62,6 +62,21 @@ struct ForwardBatch {
   int64_t num_logits = 0;
 };
 
+// Packs sequences into a ForwardBatch's CSR arrays (the scheduler's steps, the
+// tests' forwards); keeps its storage between steps. Output rows are the caller's.
+class ForwardBatchBuilder {
+ public:
+  void clear();
+  // Appends a sequence (one position and key limit per token); returns the
+  // batch index of its first token.
+  int32_t add(const std::vector<int32_t>& tokens, const std::vector<int32_t>& positions,
+              const std::vector<int32_t>& kv_limit, const std::vector<int32_t>& pages, int32_t write_offset);
+  ForwardBatch batch() const;  // the sequences so far, no output rows
+
+ private:
+  std::vector<int32_t> tokens_, positions_, limits_, qo_{0}, kv_indptr_{0}, kv_indices_, write_offset_;
+};
+
 // Sampling's forward result per requested row (host memory): what
 // ops::sampling_candidates leaves, row r's count[r] (token, logit bits) pairs
 // at row(r). runtime/sampling.h draws from them.

@@ -42,7 +42,6 @@ class PrefixCache {
     int64_t blocks = 0;          // leading blocks found
     std::vector<int32_t> pages;  // their pages, in token order (blocks * B / page_size)
     int32_t next_token = -1;     // the last matched block's next token, -1 when unknown
-    int64_t pinned = 0;          // of those pages, how many nobody uses now (retaining them makes them unevictable)
   };
   // The longest run of leading blocks of tokens [0, max_blocks * block) that is
   // cached. Touches nothing.
@@ -56,7 +55,6 @@ class PrefixCache {
   // entry (a known next token is added to it); new ones retain the pages.
   void insert(const int32_t* tokens, int64_t blocks, int block, const int32_t* pages, const int32_t* next_tokens);
 
-  int64_t cached_pages() const { return cached_pages_; }
   // Cached pages that only the cache holds: free to evict.
   int64_t evictable_pages() const;
   // Releases the least recently used block that nobody else holds (deepest
@@ -81,7 +79,6 @@ class PrefixCache {
   PagePool* pool_;
   bool enabled_;
   std::unordered_map<uint64_t, Entry> entries_;
-  int64_t cached_pages_ = 0;
   uint64_t tick_ = 0;
 };
 
