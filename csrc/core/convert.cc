@@ -33,8 +33,6 @@ inline bool non_finite_bits(const void* src, DType t, int64_t i) {
   }
 }
 
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 }  // namespace
 
 int64_t count_non_finite(const void* data, DType t, int64_t n) {

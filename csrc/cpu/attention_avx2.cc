@@ -18,11 +18,12 @@ void attention(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& 
   float* o = out_dtype == DType::BF16 ? scratch_floats(n, 2) : static_cast<float*>(out);
   // AMX tiles for bf16 pages (the engine's for bf16 / fp16 models): bf16 products
   // as PyTorch's bf16 attention; fp32 pages keep the exact fp32 kernel.
-  const bool amx = isa() == Isa::AMX_BF16 && kv.dtype == DType::BF16 && kv.page_size == 16 &&
-                   kv.head_dim % 32 == 0 && kv.head_dim <= 128;
+  const Isa i = isa();
+  const bool amx = i == Isa::AMX_BF16 && kv.dtype == DType::BF16 && kv.page_size == 16 && kv.head_dim % 32 == 0 &&
+                   kv.head_dim <= 128;
   if (amx)
     attention_amx(q, heads, kv, b, scale, o);
-  else if (has_avx512_bf16())
+  else if (i >= Isa::AVX512_BF16)
     avx512::attention_impl(q, heads, kv, b, scale, o);
   else
     avx2::attention_impl(q, heads, kv, b, scale, o);

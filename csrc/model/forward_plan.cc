@@ -7,8 +7,6 @@
 namespace fastdllm {
 
 void plan_forward(const ForwardBatch& b, const PlanContext& ctx, ForwardPlan* p) {
-  p->tokens = b.num_tokens;
-  p->seqs = b.num_seqs;
   p->greedy = b.num_greedy;
   p->sampled = b.num_sample;
   p->logits = b.num_logits;
@@ -29,14 +27,15 @@ void plan_forward(const ForwardBatch& b, const PlanContext& ctx, ForwardPlan* p)
   const int64_t pages = b.num_seqs > 0 ? b.kv_indptr[b.num_seqs] : 0;
 
   // Host copies of the CSR arrays as run (with the padding sequence).
-  std::vector<int32_t> qo(size_t(S + 1)), kv_len(size_t(S), 0);
+  std::vector<int32_t> qo(size_t(S + 1));
   for (int s = 0; s <= b.num_seqs; ++s) qo[size_t(s)] = b.qo_indptr[s];
   for (int64_t s = b.num_seqs + 1; s <= S; ++s) qo[size_t(s)] = int32_t(T);
-  for (int s = 0; s < b.num_seqs; ++s)
-    for (int32_t t = b.qo_indptr[s]; t < b.qo_indptr[s + 1]; ++t)
-      kv_len[size_t(s)] = std::max(kv_len[size_t(s)], b.kv_limit[t]);
 
   if (gpu) {
+    std::vector<int32_t> kv_len(size_t(S), 0);  // each sequence's longest key limit
+    for (int s = 0; s < b.num_seqs; ++s)
+      for (int32_t t = b.qo_indptr[s]; t < b.qo_indptr[s + 1]; ++t)
+        kv_len[size_t(s)] = std::max(kv_len[size_t(s)], b.kv_limit[t]);
     plans::plan_attention(qo.data(), kv_len.data(), int(S), ctx.kv_heads, &p->attention);
     p->work_run = p->replayable ? plans::attention_work_capacity(T, S, ctx.kv_heads)
                                 : int64_t(p->attention.work.size());

@@ -32,8 +32,7 @@ struct PlanContext {
 
 struct ForwardPlan {
   // Real sizes, then the sizes the kernels run (equal unless replayable).
-  int64_t tokens = 0, greedy = 0, sampled = 0, logits = 0;
-  int seqs = 0;
+  int64_t greedy = 0, sampled = 0, logits = 0;
   int64_t tokens_run = 0, seqs_run = 0, greedy_run = 0;
   bool replayable = false;
   plans::AttentionPlan attention;      // GPU only (the CPU needs no work list)

@@ -22,6 +22,7 @@ class ForwardRunner {
 
   void run(const ForwardPlan& plan, const KVStore& kv, const ForwardOutputs& out);
   Model::GraphRuns graph_runs() const { return runs_; }
+  bool graphs_enabled() const { return graphs_ != nullptr; }  // CUDA, unless FASTDLLM_CUDA_GRAPHS=0
 
   // Arena slots (fp32): x | h | qkv | q | attn | gate_up | act | last | logits
   // (gate_up is empty when SiLU*mul runs in the gate/up GEMM's epilogue; last

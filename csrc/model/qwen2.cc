@@ -67,28 +67,20 @@ void Model::check_batch(const ForwardBatch& b, const KVStore& kv) const {
   FDL_CHECK(g.num_layers == config_.num_layers && g.num_kv_heads == config_.num_kv_heads &&
                 g.head_dim == config_.head_dim,
             "forward: the KV cache was made for another model geometry");
-  FDL_CHECK(b.qo_indptr[0] == 0 && b.kv_indptr[0] == 0 && b.qo_indptr[b.num_seqs] == b.num_tokens,
-            "forward: qo_indptr must run from 0 to the token count (", b.num_tokens, "), kv_indptr from 0");
+  KVBatch kb;  // the CSR part, without token_seq (the plan derives it)
+  kb.num_tokens = b.num_tokens;
+  kb.num_seqs = b.num_seqs;
+  kb.positions = b.positions;
+  kb.kv_limit = b.kv_limit;
+  kb.qo_indptr = b.qo_indptr;
+  kb.kv_indptr = b.kv_indptr;
+  kb.kv_indices = b.kv_indices;
+  kb.write_offset = b.write_offset;
+  check_kv_batch(kb, g.page_size, kv.num_pages, "forward");
   const int64_t V = config_.vocab_size;
-  for (int s = 0; s < b.num_seqs; ++s) {
-    const int32_t q0 = b.qo_indptr[s], q1 = b.qo_indptr[s + 1], p0 = b.kv_indptr[s], p1 = b.kv_indptr[s + 1];
-    FDL_CHECK(q1 >= q0 && p1 >= p0, "forward: sequence ", s, " has a decreasing qo_indptr or kv_indptr");
-    const int64_t slots = int64_t(p1 - p0) * g.page_size;
-    for (int32_t p = p0; p < p1; ++p)
-      FDL_CHECK(b.kv_indices[p] >= 0 && b.kv_indices[p] < kv.num_pages, "forward: sequence ", s,
-                " page table entry ", p - p0, " (page ", b.kv_indices[p], ") is outside the ", kv.num_pages,
-                " pages of the cache");
-    FDL_CHECK(b.write_offset[s] == -1 || (b.write_offset[s] >= 0 && b.write_offset[s] + (q1 - q0) <= slots),
-              "forward: sequence ", s, " writes slots [", b.write_offset[s], ", ", b.write_offset[s] + (q1 - q0),
-              ") outside the ", slots, " its page table holds");
-    for (int32_t t = q0; t < q1; ++t) {
-      FDL_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "forward: token id ", b.tokens[t], " at index ", t,
-                " is outside the vocabulary [0, ", V, ")");
-      FDL_CHECK(b.positions[t] >= 0, "forward: negative position ", b.positions[t], " at index ", t);
-      FDL_CHECK(b.kv_limit[t] >= 0 && b.kv_limit[t] <= slots, "forward: token ", t, " sees ", b.kv_limit[t],
-                " keys, outside the ", slots, " slots of its sequence's page table");
-    }
-  }
+  for (int64_t t = 0; t < b.num_tokens; ++t)
+    FDL_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "forward: token id ", b.tokens[t], " at index ", t,
+              " is outside the vocabulary [0, ", V, ")");
   auto rows_ok = [&](const int32_t* rows, int64_t n, const char* what) {
     FDL_CHECK(n == 0 || rows, "forward: ", what, " rows are missing");
     for (int64_t i = 0; i < n; ++i)
@@ -101,27 +93,27 @@ void Model::check_batch(const ForwardBatch& b, const KVStore& kv) const {
   FDL_CHECK(b.num_sample == 0 || b.sample_options, "forward: sampled rows need their sampling options");
 }
 
+PlanContext Model::plan_context() const {
+  PlanContext ctx;
+  ctx.device = device_;
+  ctx.kv_heads = config_.num_kv_heads;
+  ctx.graphs = runner_->graphs_enabled();  // off under FASTDLLM_CUDA_GRAPHS=0: no bucket padding then
+  return ctx;
+}
+
 void Model::forward(const ForwardBatch& b, const KVStore& kv, const ForwardOutputs& out) {
   check_batch(b, kv);
   FDL_CHECK(b.num_greedy == 0 || (out.top2_index && out.top2_prob), "forward: greedy rows need top-2 outputs");
   FDL_CHECK(b.num_logits == 0 || out.logits, "forward: logit rows need a logits output");
   thread_local ForwardPlan plan;  // kept across forwards: its vectors stop allocating once warm
-  PlanContext ctx;
-  ctx.device = device_;
-  ctx.kv_heads = config_.num_kv_heads;
-  ctx.graphs = device_ == Device::CUDA;
-  plan_forward(b, ctx, &plan);
+  plan_forward(b, plan_context(), &plan);
   runner_->run(plan, kv, out);
 }
 
 PlanSummary Model::describe_plan(const ForwardBatch& b, const KVStore& kv) const {
   check_batch(b, kv);
   ForwardPlan plan;
-  PlanContext ctx;
-  ctx.device = device_;
-  ctx.kv_heads = config_.num_kv_heads;
-  ctx.graphs = device_ == Device::CUDA;
-  plan_forward(b, ctx, &plan);
+  plan_forward(b, plan_context(), &plan);
   PlanSummary s;
   s.tokens = plan.tokens_run;
   s.seqs = plan.seqs_run;

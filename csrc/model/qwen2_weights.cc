@@ -11,8 +11,6 @@ namespace fastdllm {
 
 namespace {
 
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 // Parses "model.layers.{i}.{rest}" into (i, rest); false for other names.
 bool split_layer_name(const std::string& name, int* layer, std::string* rest) {
   static const std::string prefix = "model.layers.";
@@ -61,10 +59,8 @@ Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device
   std::vector<float> f(size_t(hd / 2));
   for (int64_t i = 0; i < hd / 2; ++i) f[size_t(i)] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
   copy_bytes(inv_freq_.data(), f.data(), f.size() * 4, device);
-  expected_ = make_expected();
+  expected_ = expected_for(config_);
 }
-
-std::map<std::string, std::vector<int64_t>> Qwen2Weights::make_expected() const { return expected_for(config_); }
 
 std::map<std::string, std::vector<int64_t>> Qwen2Weights::expected_for(const ModelConfig& c) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;

@@ -42,7 +42,6 @@ class Qwen2Weights {
   };
   Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
   TensorView matrix_view(const Buffer& b, int64_t rows, int64_t cols, bool packed) const;
-  std::map<std::string, std::vector<int64_t>> make_expected() const;
 
   ModelConfig config_;
   DType dtype_;

@@ -15,8 +15,6 @@ namespace fastdllm::ops {
 
 namespace {
 
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 void expect(const TensorView& t, const char* op, const char* name, int ndim) {
   FDL_CHECK(t.defined(), op, ": '", name, "' is missing");
   FDL_CHECK(t.ndim == ndim, op, ": '", name, "' must have ", ndim, " dimensions, got ", t.describe());
@@ -183,27 +181,7 @@ static void check_batch(const PagedKV& kv, const KVBatch& b, const char* op) {
   FDL_CHECK(b.num_seqs > 0 && b.token_seq && b.positions && b.kv_limit && b.qo_indptr && b.kv_indptr &&
                 b.kv_indices && b.write_offset,
             op, ": the batch arrays are incomplete");
-  if (kv.device != Device::CPU) return;
-  FDL_CHECK(b.qo_indptr[0] == 0 && b.kv_indptr[0] == 0 && b.qo_indptr[b.num_seqs] == b.num_tokens, op,
-            ": qo_indptr must run from 0 to num_tokens (", b.num_tokens, ") and kv_indptr from 0");
-  for (int s = 0; s < b.num_seqs; ++s) {
-    const int32_t q0 = b.qo_indptr[s], q1 = b.qo_indptr[s + 1], p0 = b.kv_indptr[s], p1 = b.kv_indptr[s + 1];
-    FDL_CHECK(q1 >= q0 && p1 >= p0, op, ": sequence ", s, " has a decreasing qo_indptr or kv_indptr");
-    const int64_t slots = int64_t(p1 - p0) * kv.page_size;
-    for (int32_t p = p0; p < p1; ++p)
-      FDL_CHECK(b.kv_indices[p] >= 0 && b.kv_indices[p] < kv.num_pages, op, ": sequence ", s, " page table entry ",
-                p - p0, " (page ", b.kv_indices[p], ") is outside the ", kv.num_pages, " pages of the cache");
-    FDL_CHECK(b.write_offset[s] == -1 || (b.write_offset[s] >= 0 && b.write_offset[s] + (q1 - q0) <= slots), op,
-              ": sequence ", s, " writes slots [", b.write_offset[s], ", ", b.write_offset[s] + (q1 - q0),
-              ") outside the ", slots, " its page table holds");
-    for (int32_t t = q0; t < q1; ++t) {
-      FDL_CHECK(b.token_seq[t] == s, op, ": token ", t, " is in sequence ", s, "'s range but token_seq says ",
-                b.token_seq[t]);
-      FDL_CHECK(b.kv_limit[t] >= 0 && b.kv_limit[t] <= slots, op, ": token ", t, " sees ", b.kv_limit[t],
-                " keys, outside the ", slots, " slots of its sequence's page table");
-      FDL_CHECK(b.positions[t] >= 0, op, ": negative position ", b.positions[t], " at token ", t);
-    }
-  }
+  if (kv.device == Device::CPU) check_kv_batch(b, kv.page_size, kv.num_pages, op);
 }
 
 void kv_write(const PagedKV& kv, const KVBatch& b, const TensorView& k, const TensorView& v) {

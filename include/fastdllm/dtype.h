@@ -16,6 +16,7 @@ const char* dtype_name(DType t);
 // Throws InvalidArgument naming the string otherwise.
 DType dtype_from_name(const char* name);
 const char* device_name(Device d);
+inline bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;

@@ -25,6 +25,7 @@ namespace fastdllm {
 class Qwen2Weights;
 class ForwardRunner;
 struct ForwardPlan;
+struct PlanContext;
 struct EncodeOutputs;
 
 struct ModelConfig {
@@ -151,6 +152,7 @@ class Model {
  private:
   friend class ForwardRunner;
   void check_batch(const ForwardBatch& b, const KVStore& kv) const;
+  PlanContext plan_context() const;  // what planning needs to know of this model and its runner
   // The forward's launches, reading every per-step array from the step inputs
   // (so that a captured graph of them can be replayed for the next step).
   void encode(const ForwardPlan& plan, const int32_t* step, const KVStore& kv, float* const* arena,

@@ -81,6 +81,13 @@ struct KVBatch {
   const int32_t* write_offset = nullptr;  // [num_seqs]
 };
 
+// Checks a batch's host arrays against a cache of `num_pages` pages of
+// `page_size` tokens: CSR ranges in order, page table entries inside the
+// cache, write slots and key limits inside each sequence's table, positions
+// >= 0, and (when token_seq is set) every token's sequence. Throws
+// InvalidArgument whose message starts with `what` (the op or "forward").
+void check_kv_batch(const KVBatch& b, int page_size, int64_t num_pages, const char* what);
+
 // How the CUDA attention splits a batch's work (core/launch_plans.h
 // plans::plan_attention), its arrays on the device. The CPU runs per query and
 // needs none.
