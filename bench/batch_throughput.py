@@ -8,13 +8,10 @@ commits ~2-3. Every request gets its own random prompt (no prefix sharing)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 import numpy as np
-
-import fastdllm_rt
 
 
 def measure(engine, prompts, gen: dict, batched: bool) -> dict:

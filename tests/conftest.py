@@ -6,10 +6,17 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import fastdllm_rt  # noqa: E402
+from fastdllm_rt.demo import write_demo_model  # noqa: E402
 
 _BEST = fastdllm_rt.cpu_isa()
 # Every kernel path this machine has: AVX2 always, AVX-512 BF16 and AMX BF16 where present.
 ISAS = ["avx2"] + (["avx512"] if _BEST != "avx2" else []) + (["amx"] if _BEST == "amx_bf16" else [])
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The demo model (fastdllm_rt.demo: a tiny model with a tokenizer that writes letters)."""
+    return write_demo_model(str(tmp_path_factory.mktemp("demo")))
 
 
 @pytest.fixture(params=ISAS)

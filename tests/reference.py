@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -94,6 +95,13 @@ class RefQwen2:
             x = x + F.linear(F.silu(g) * u, self.w[p + "mlp.down_proj.weight"])
         x = self.rms(x, self.w["model.norm.weight"])
         return F.linear(x, self.w["lm_head.weight"]), new_kv
+
+
+def block_limit(c, length, bs):
+    """The key limits that express block_causal_mask(c, length, bs): query q sees
+    keys [0, (floor((c+q)/bs)+1)*bs), capped at the end of the forward c+length."""
+    q = np.arange(c, c + length)
+    return np.minimum((q // bs + 1) * bs, c + length).astype(np.int32)
 
 
 def block_causal_mask(c: int, L: int, bs: int) -> torch.Tensor:

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 import fastdllm_rt
-from fastdllm_rt import _C
 from fastdllm_rt._C import _testing as T
 from model_factory import load_weights, make_config, write_model
 from ref_generate import ref_generate
-from reference import RefQwen2, block_causal_mask
+from reference import RefQwen2, block_causal_mask, block_limit
 from test_sampling import reference as sampling_reference
 
 pytestmark = pytest.mark.cuda
@@ -368,7 +367,7 @@ def test_half_forward_agrees_with_reference(tmp_path, dtype):
     table = T.PageTable(pool)
     table.reserve_tokens(21)
     mask = block_causal_mask(0, 21, 8)
-    limit = np.minimum((np.arange(21) // 8 + 1) * 8, 21).astype(np.int32)
+    limit = block_limit(0, 21, 8)
     out = T.forward(model, pool, [dict(tokens=tokens.astype(np.int32), pages=list(table.pages), kv_limit=limit)])
     exact, _ = RefQwen2(cfg, {k: v.float() for k, v in w.items()}).forward(tokens, np.arange(21), mask=mask)
     exact = exact.float().numpy()

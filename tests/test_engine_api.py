@@ -9,13 +9,7 @@ import sys
 import pytest
 
 import fastdllm_rt
-from fastdllm_rt.demo import write_demo_model
 from model_factory import make_config, write_model
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return write_demo_model(str(tmp_path_factory.mktemp("demo")))
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,9 @@ import time
 import pytest
 
 import fastdllm_rt
-from fastdllm_rt.demo import write_demo_model
 
 GEN = dict(max_new_tokens=64, threshold=0.7)
 PROMPTS = ["Hello there", "Why is the sky blue?", "Ünïcödé 🙂", "2 + 2 =", "a", "The quick brown fox"]
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    return write_demo_model(str(tmp_path_factory.mktemp("demo")))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +86,7 @@ def test_threads_streaming_at_once_get_their_single_text(engine, singles):
     assert after["pages_in_use"] == 0
 
 
-def test_generate_list_is_one_continuous_batch(demo_dir, singles):
+def test_generate_list_is_one_continuous_batch(demo_dir):
     with fastdllm_rt.Engine(demo_dir, max_batch_size=2) as e:
         prompts = PROMPTS[:5]
         res = e.generate(prompts, **GEN)
@@ -173,11 +167,9 @@ def test_bad_request_fails_alone(engine, singles):
     assert wait_for_pages_free(engine) == 0
 
 
-def test_requests_wait_for_kv_pages(demo_dir):
+def test_requests_wait_for_kv_pages(demo_dir, engine):
     """A budget that holds one request at a time: the others queue and all finish."""
-    probe = fastdllm_rt.Engine(demo_dir)
-    page = probe.stats()["page_bytes"]
-    probe.close()
+    page = engine.stats()["page_bytes"]
     with fastdllm_rt.Engine(demo_dir, max_memory=10 * page) as e:
         ids = [e.encode_prompt(p) for p in PROMPTS[:3]]
         res = e.generate_ids(ids, **GEN)

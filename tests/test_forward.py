@@ -6,16 +6,9 @@ import torch
 import fastdllm_rt
 from fastdllm_rt._C import _testing as T
 from model_factory import load_weights, make_config, write_model
-from reference import RefQwen2, block_causal_mask
+from reference import RefQwen2, block_causal_mask, block_limit
 
 PAGE = 8
-
-
-def block_limit(c, length, bs):
-    """The key limits that express block_causal_mask(c, length, bs): query q sees
-    keys [0, (floor((c+q)/bs)+1)*bs), capped at the end of the forward c+length."""
-    q = np.arange(c, c + length)
-    return np.minimum((q // bs + 1) * bs, c + length).astype(np.int32)
 
 
 def seq(table, tokens, positions, write_start, n_kv=None, kv_limit=None, rows=None):

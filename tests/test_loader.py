@@ -20,7 +20,6 @@ def logits(model, tokens):
     pool = T.make_pool(model, 8, 4)
     table = T.PageTable(pool)
     table.reserve_tokens(len(tokens))
-    n = len(tokens)
     return T.forward(model, pool, [dict(tokens=np.asarray(tokens, np.int32), pages=list(table.pages))])
 
 
