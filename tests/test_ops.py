@@ -288,30 +288,40 @@ def ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool):
     return tables, kv_indptr, kv_indices, ks, vs
 
 
-@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16"])
-def test_ragged_attention_rows_equal_their_sequence_alone(isa, kv_dtype):
+def ragged_attention_alone(pool, kv_heads, hd, lens_q, lens_kv, heads, scale, min_limit=0):
     """A ragged batch (sequences with different query and key lengths and their
-    own page tables) gives every query exactly what its sequence alone gives,
-    and what the reference gives."""
-    page, heads, kv_heads, hd = 8, 6, 2, 16
-    lens_q, lens_kv = [5, 1, 17, 8], [40, 3, 17, 64]
-    pool = T.PagePool(1, kv_heads, hd, page, 64, kv_dtype=kv_dtype)
-    tables, kv_indptr, kv_indices, ks, vs = ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool)
+    own page tables, random key limits >= min_limit) through ops.attention:
+    asserts that every query gets bit for bit what its sequence alone gets.
+    Returns the batch's output and per sequence (q, k, v, allowed keys, alone)."""
+    tables, kv_indptr, kv_indices, ks, vs = ragged_batch(lens_q, lens_kv, pool.page_size, kv_heads, hd, pool)
     qs = [randn(n, heads, hd) for n in lens_q]
-    limits = [RNG.integers(0, nk + 1, nq).astype(np.int32) for nq, nk in zip(lens_q, lens_kv)]
-    limits[0][0] = 0  # a query that sees no key: zeros
+    limits = [RNG.integers(min_limit, nk + 1, nq).astype(np.int32) for nq, nk in zip(lens_q, lens_kv)]
+    if min_limit == 0:
+        limits[0][0] = 0  # a query that sees no key: zeros
     qo = np.cumsum([0] + lens_q).astype(np.int32)
-    out = ops.attention(np.concatenate(qs), pool, np.concatenate(limits), qo, kv_indptr, kv_indices, 0.25)
-    assert np.all(out[0] == 0)
+    out = ops.attention(np.concatenate(qs), pool, np.concatenate(limits), qo, kv_indptr, kv_indices, scale)
+    seqs = []
     for s in range(len(lens_q)):
         alone = ops.attention(qs[s], pool, limits[s], np.array([0, lens_q[s]], np.int32),
-                              np.array([0, len(tables[s].pages)], np.int32), np.array(tables[s].pages, np.int32), 0.25)
+                              np.array([0, len(tables[s].pages)], np.int32), np.array(tables[s].pages, np.int32),
+                              scale)
         np.testing.assert_array_equal(out[qo[s]:qo[s + 1]], alone)
-        k, v = ks[s], vs[s]
+        allowed = np.arange(lens_kv[s])[None, :] < limits[s][:, None]
+        seqs.append((qs[s], ks[s], vs[s], allowed, alone))
+    return out, seqs
+
+
+@pytest.mark.parametrize("kv_dtype", ["float32", "bfloat16"])
+def test_ragged_attention_rows_equal_their_sequence_alone(isa, kv_dtype):
+    """A ragged batch gives every query exactly what its sequence alone gives,
+    and what the reference gives."""
+    pool = T.PagePool(1, 2, 16, 8, 64, kv_dtype=kv_dtype)
+    out, seqs = ragged_attention_alone(pool, 2, 16, [5, 1, 17, 8], [40, 3, 17, 64], heads=6, scale=0.25)
+    assert np.all(out[0] == 0)
+    for q, k, v, allowed, alone in seqs:
         if kv_dtype == "bfloat16":
             k, v = bf16_round(k), bf16_round(v)
-        allowed = np.arange(lens_kv[s])[None, :] < limits[s][:, None]
-        np.testing.assert_allclose(alone, ref_attention(qs[s], k, v, allowed, 0.25), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(alone, ref_attention(q, k, v, allowed, 0.25), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("target", [1, 7, 264])
@@ -426,21 +436,11 @@ def test_amx_attention(monkeypatch, lens_q, lens_kv, heads, kv_heads, hd):
     fp32 reference; and every sequence of a ragged batch gets bit for bit what it
     gets alone."""
     monkeypatch.setenv("FASTDLLM_ISA", "amx")
-    page = 16
-    pool = T.PagePool(1, kv_heads, hd, page, 128, kv_dtype="bfloat16")
-    tables, kv_indptr, kv_indices, ks, vs = ragged_batch(lens_q, lens_kv, page, kv_heads, hd, pool)
-    qs = [randn(n, heads, hd) for n in lens_q]
-    limits = [RNG.integers(1, nk + 1, nq).astype(np.int32) for nq, nk in zip(lens_q, lens_kv)]
-    qo = np.cumsum([0] + lens_q).astype(np.int32)
+    pool = T.PagePool(1, kv_heads, hd, 16, 128, kv_dtype="bfloat16")
     scale = hd ** -0.5
-    out = ops.attention(np.concatenate(qs), pool, np.concatenate(limits), qo, kv_indptr, kv_indices, scale)
-    for s in range(len(lens_q)):
-        alone = ops.attention(qs[s], pool, limits[s], np.array([0, lens_q[s]], np.int32),
-                              np.array([0, len(tables[s].pages)], np.int32), np.array(tables[s].pages, np.int32),
-                              scale)
-        np.testing.assert_array_equal(out[qo[s]:qo[s + 1]], alone)
-        allowed = np.arange(lens_kv[s])[None, :] < limits[s][:, None]
-        ref = ref_attention(qs[s], bf16_round(ks[s]), bf16_round(vs[s]), allowed, scale)
+    _, seqs = ragged_attention_alone(pool, kv_heads, hd, lens_q, lens_kv, heads, scale, min_limit=1)
+    for q, k, v, allowed, alone in seqs:
+        ref = ref_attention(q, bf16_round(k), bf16_round(v), allowed, scale)
         # bf16 Q and P (relative 2^-9 each): well under 1% of the output scale
         assert np.abs(alone - ref).max() <= 8e-3 * np.abs(ref).max()
 
