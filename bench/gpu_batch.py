@@ -24,8 +24,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
 from batch_throughput import run  # noqa: E402
 from bench_util import emit  # noqa: E402
-from gpu_forward import SHAPES  # noqa: E402
-from qwen_shapes import write_random_bf16_model  # noqa: E402
+from qwen_shapes import SHAPES, bench_model_dir, write_random_bf16_model  # noqa: E402
 from torch_generate import load_reference, torch_generate  # noqa: E402
 
 
@@ -42,7 +41,7 @@ def main():
     if not fastdllm_rt.cuda_status()["available"]:
         sys.exit(fastdllm_rt.cuda_status()["message"])
     name, s = SHAPES[a.shape]
-    path = write_random_bf16_model(os.path.join(a.model_root, f"fastdllm_bench_{a.shape}_bf16"), s)
+    path = write_random_bf16_model(bench_model_dir(a.model_root, a.shape), s)
     counts = [int(c) for c in a.counts.split(",")]
     # No prefix cache: the batched run repeats the sequential run's prompts.
     engine = fastdllm_rt.Engine(path, device="cuda", max_seq_len=4096, max_batch_size=max(counts), prefix_cache=False)

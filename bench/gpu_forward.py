@@ -23,12 +23,11 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
 from bench_util import emit, flops, time_pair  # noqa: E402
-from qwen_shapes import QWEN25_1_5B, QWEN25_7B, weight_bytes_per_forward, write_random_bf16_model  # noqa: E402
+from qwen_shapes import SHAPES, bench_model_dir, weight_bytes_per_forward, write_random_bf16_model  # noqa: E402
 from torch_qwen2 import TorchQwen2  # noqa: E402
 
 CACHED = 512
 CASES = [(32, 8), (8, 8), (1, 1)]
-SHAPES = {"1.5b": ("Qwen2.5-1.5B", QWEN25_1_5B), "7b": ("Qwen2.5-7B", QWEN25_7B)}
 
 
 def hbm_gbs(mb: int = 1024, reps: int = 10) -> float:
@@ -115,7 +114,7 @@ def main():
     runs = []
     for key in a.shapes.split(","):
         name, s = SHAPES[key]
-        runs.append(bench_shape(name, s, os.path.join(a.model_root, f"fastdllm_bench_{key}_bf16"), a.reps, a.skip_torch))
+        runs.append(bench_shape(name, s, bench_model_dir(a.model_root, key), a.reps, a.skip_torch))
     emit({"bench": "gpu_forward", "device": {"gpu": torch.cuda.get_device_name(), "cuda": fastdllm_rt.cuda_status(),
                                              "torch": torch.__version__},
           "dtype": "bfloat16 weights, fp32 activations (fastdllm_rt); bfloat16 eager (PyTorch)", "runs": runs}, a.out)

@@ -24,8 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
 from bench_util import emit  # noqa: E402
-from gpu_forward import SHAPES  # noqa: E402
-from qwen_shapes import write_random_bf16_model  # noqa: E402
+from qwen_shapes import SHAPES, bench_model_dir, write_random_bf16_model  # noqa: E402
 from torch_generate import load_reference, torch_generate  # noqa: E402
 
 
@@ -40,7 +39,7 @@ def main():
     if not fastdllm_rt.cuda_status()["available"]:
         sys.exit(fastdllm_rt.cuda_status()["message"])
     name, s = SHAPES[a.shape]
-    path = write_random_bf16_model(os.path.join(a.model_root, f"fastdllm_bench_{a.shape}_bf16"), s)
+    path = write_random_bf16_model(bench_model_dir(a.model_root, a.shape), s)
     engine = fastdllm_rt.Engine(path, device="cuda", max_seq_len=4096)
     prompt = np.random.default_rng(0).integers(0, 151000, 100).tolist()
     engine.generate_ids(prompt, max_new_tokens=64)  # warm-up: graphs captured, allocator filled

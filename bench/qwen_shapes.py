@@ -12,6 +12,13 @@ QWEN25_1_5B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, 
                    num_attention_heads=12, num_key_value_heads=2, head_dim=128, tie_word_embeddings=True)
 QWEN25_7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                  num_attention_heads=28, num_key_value_heads=4, head_dim=128, tie_word_embeddings=False)
+# --shape keys of the GPU benches: (name, shape)
+SHAPES = {"1.5b": ("Qwen2.5-1.5B", QWEN25_1_5B), "7b": ("Qwen2.5-7B", QWEN25_7B)}
+
+
+def bench_model_dir(root: str, key: str) -> str:
+    """Where the benches keep the random bf16 model of SHAPES[key] under root."""
+    return os.path.join(root, f"fastdllm_bench_{key}_bf16")
 
 
 def weight_shapes(s: dict) -> dict:
