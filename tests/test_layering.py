@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # include/fastdllm headers by layer; csrc/<layer>/ by folder
 PUBLIC = {"dtype.h": "core", "error.h": "core", "tensor.h": "core", "paged_kv.h": "core", "ops.h": "ops",
-          "kv_cache.h": "kv", "prefix_cache.h": "kv", "model.h": "model"}
+          "kv_cache.h": "kv", "prefix_cache.h": "kv", "model.h": "model", "weight_format.h": "core"}
 BELOW = {
     "core": set(),
     "cpu": {"core"},

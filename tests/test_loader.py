@@ -113,7 +113,11 @@ CONFIG_CASES = [
     # features the runtime does not implement are refused by name
     (dict(use_sliding_window=True, sliding_window=4096), "'use_sliding_window': true is not supported"),
     (dict(layer_types=["full_attention", "sliding_attention"]), "'layer_types' must all be 'full_attention'"),
-    (dict(quantization_config={"quant_method": "gptq"}), "quantized checkpoints are not supported yet"),
+    (dict(quantization_config={"quant_method": "gptq"}),
+     "'quantization_config' does not fit tensor 'model.layers.0.mlp.down_proj.weight': group_size 128 does not divide "
+     "in_features 136"),
+    (dict(quantization_config={"quant_method": "fp8"}), "'quantization_config.quant_method' 'fp8' is not supported"),
+    (dict(quantization_config="gptq"), "'quantization_config' must be an object"),
 ]
 
 

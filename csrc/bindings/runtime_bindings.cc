@@ -1,7 +1,12 @@
 // The runtime API of fastdllm_rt._C: the model (weights handed over from the
 // Python loader), generation parameters, and the engine loop with its request
 // handles. The GIL is released around every call that runs kernels or waits.
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "bindings/bindings.h"
 #include "bindings/numpy_views.h"
@@ -41,6 +46,33 @@ void model_set_weight(Model& m, const std::string& name, const py::buffer& buf, 
             info.size * info.itemsize, " bytes of data for ", n, " elements of ", dtype_name(t));
   py::gil_scoped_release nogil;
   m.set_weight(name, info.ptr, t, shape);
+}
+
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+// Canonical codes of one layer matrix (fastdllm/weight_format.h): q [rows, K]
+// uint8, scales and zeros [rows, groups] float32, perm [K] int32 or None.
+void model_set_quantized(Model& m, const std::string& name, const U8Array& q, const F32Array& scales,
+                         const F32Array& zeros, const std::optional<I32Array>& perm) {
+  FDL_CHECK(q.ndim() == 2, "tensor '", name, "': codes must be 2-D [rows, in_features], got ", q.ndim(), "-D");
+  const int64_t rows = q.shape(0), k = q.shape(1);
+  FDL_CHECK(scales.ndim() == 2 && zeros.ndim() == 2 && scales.shape(0) == rows && zeros.shape(0) == rows &&
+                scales.shape(1) == zeros.shape(1),
+            "tensor '", name, "': scales and zeros must both be [", rows, ", groups]");
+  const int64_t groups = scales.shape(1);
+  const LayerWeightFormat& f = m.layer_format();
+  const int64_t expect_groups = f.group_size ? k / f.group_size : 1;
+  FDL_CHECK(groups == expect_groups, "tensor '", name, "': ", groups, " groups of scales, expected ", expect_groups,
+            " (group size ", f.group_size ? f.group_size : k, " over ", k, " inputs)");
+  const int32_t* p = nullptr;
+  if (perm) {
+    FDL_CHECK(perm->ndim() == 1 && perm->shape(0) == k, "tensor '", name, "': perm must be [", k, "]");
+    p = perm->data();
+  }
+  py::gil_scoped_release nogil;
+  m.set_quantized_weight(name, q.data(), scales.data(), zeros.data(), p, {rows, k});
 }
 
 py::dict state_dict(const RequestState& s) {
@@ -105,11 +137,22 @@ void bind_runtime(py::module_& m) {
   m.def("checkpoint_tensors", [](const py::dict& cfg) { return Model::checkpoint_tensors(config_from_dict(cfg)); },
         py::arg("config"), "The tensor names and shapes a checkpoint of this config holds (nothing is allocated).");
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
-      .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device) {
+      .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device,
+                       const std::string& weight_format, int64_t group_size) {
+             LayerWeightFormat f;
+             f.format = weight_format_from_name(weight_format.c_str());
+             f.group_size = group_size;
              return std::make_shared<Model>(config_from_dict(cfg), dtype_from_name(dtype.c_str()),
-                                            device_from_name(device));
+                                            device_from_name(device), f);
            }),
-           py::arg("config"), py::arg("dtype"), py::arg("device") = "cpu")
+           py::arg("config"), py::arg("dtype"), py::arg("device") = "cpu", py::arg("weight_format") = "dense",
+           py::arg("group_size") = 0)
+      .def_property_readonly("weight_format",
+                             [](const Model& mdl) { return std::string(format_traits(mdl.layer_format().format).name); })
+      .def_property_readonly("group_size", [](const Model& mdl) { return mdl.layer_format().group_size; })
+      .def_property_readonly("weight_bytes", &Model::weight_bytes)
+      .def("set_quantized_weight", &model_set_quantized, py::arg("name"), py::arg("codes"), py::arg("scales"),
+           py::arg("zeros"), py::arg("perm") = py::none())
       .def_property_readonly("device", [](const Model& mdl) { return std::string(device_name(mdl.device())); })
       .def_property_readonly("dtype", [](const Model& mdl) { return std::string(dtype_name(mdl.weight_dtype())); })
       .def("expected_weights", &Model::expected_weights)
@@ -178,6 +221,17 @@ void bind_runtime(py::module_& m) {
         return l.submit(std::move(prompt), p);
       }, py::keep_alive<0, 1>(), py::arg("prompt"), py::arg("params"))
       .def("stats", [](const EngineLoop& l) { return stats_dict(l.stats()); })
+      .def("logits", [](EngineLoop& l, const std::vector<int32_t>& tokens, int block_size) {
+        std::vector<float> v;
+        {
+          py::gil_scoped_release nogil;
+          v = l.logits(tokens, block_size);
+        }
+        const py::ssize_t n = py::ssize_t(tokens.size()), V = py::ssize_t(v.size() / std::max<size_t>(1, tokens.size()));
+        py::array_t<float> out({n, V});
+        std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+        return out;
+      }, py::arg("tokens"), py::arg("block_size"))
       .def("wait_progress", [](const EngineLoop& l, uint64_t seen, double timeout_s) {
         py::gil_scoped_release nogil;
         return l.wait_progress(seen, timeout_s);

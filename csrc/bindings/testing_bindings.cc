@@ -340,6 +340,46 @@ void bind_testing(py::module_& t) {
   }, py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("residual") = py::none(),
      py::arg("weight_dtype") = "", py::arg("bias_dtype") = "", py::arg("packed") = false, py::arg("x_dtype") = "",
      py::arg("device") = "cpu");
+  // Integer-format linear: canonical codes q [N, K] (uint8, in perm's input order),
+  // scales / zeros [N, K / group] packed with ops::pack_int_weight_rows, then
+  // ops::linear, or ops::linear_silu_mul when silu (q is then [gate; up], 2I rows).
+  m.def("linear_int", [](py::array x, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> q,
+                         py::array_t<float, py::array::c_style | py::array::forcecast> scales,
+                         py::array_t<float, py::array::c_style | py::array::forcecast> zeros, py::object perm,
+                         const std::string& format, int64_t group, py::object bias, py::object residual, bool silu,
+                         const std::string& x_dt) {
+    const int64_t n = q.shape(0), k = q.shape(1);
+    WeightView w;
+    w.format = weight_format_from_name(format.c_str());
+    w.group_size = group;
+    const ops::IntWeightLayout lay = ops::int_weight_layout(Device::CPU, w.format, n, k, group);
+    std::vector<uint8_t> codes(size_t(lay.code_bytes), 0);
+    std::vector<float> sc(size_t(lay.param_floats), 0.f), zs(size_t(lay.param_floats), 0.f);
+    std::vector<int32_t> pv;
+    w.values = TensorView(codes.data(), DType::U8, {n, k});
+    w.scales = TensorView(sc.data(), DType::F32, {lay.param_floats});
+    w.zero_scales = TensorView(zs.data(), DType::F32, {lay.param_floats});
+    if (!perm.is_none()) {
+      pv = to_ints(perm);
+      w.perm = TensorView(pv.data(), DType::I32, {int64_t(pv.size())});
+    }
+    FDL_CHECK(scales.ndim() == 2 && scales.shape(0) == n && scales.shape(1) == w.groups() &&
+                  zeros.ndim() == 2 && zeros.shape(0) == n && zeros.shape(1) == w.groups(),
+              "linear_int: scales and zeros must be [", n, ", ", w.groups(), "]");
+    ops::pack_int_weight_rows(q.data(), scales.data(), zeros.data(), n, 0, silu ? n / 2 : 0, w);
+    auto out = empty_f32({x.shape(0), py::ssize_t(silu ? n / 2 : n)});
+    const TensorView xv = as_view(x, x_dt), bv = opt_view(bias), rv = opt_view(residual), ov = as_view(out);
+    {
+      py::gil_scoped_release nogil;
+      if (silu)
+        ops::linear_silu_mul(xv, w, ov);
+      else
+        ops::linear(xv, w, bv, rv, ov);
+    }
+    return out;
+  }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("zeros"), py::arg("perm") = py::none(),
+     py::arg("format") = "int4", py::arg("group_size") = 128, py::arg("bias") = py::none(),
+     py::arg("residual") = py::none(), py::arg("silu") = false, py::arg("x_dtype") = "");
   m.def("silu_mul", [](py::array gu, const std::string& out_dtype, const std::string& device) -> py::array {
     py::array out = operand_out({gu.shape(0), gu.shape(1) / 2}, out_dtype);
     OnDevice d(device);

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "fastdllm/error.h"
+#include "fastdllm/weight_format.h"
 
 namespace fastdllm {
 
@@ -35,6 +36,13 @@ DType dtype_from_name(const char* name) {
   if (s == "int32" || s == "I32") return DType::I32;
   if (s == "uint8" || s == "U8" || s == "bool" || s == "BOOL") return DType::U8;
   throw InvalidArgument("unknown dtype '" + s + "'");
+}
+
+WeightFormat weight_format_from_name(const char* name) {
+  const std::string s(name);
+  for (const WeightFormatTraits& t : kWeightFormats)
+    if (s == t.name) return t.format;
+  throw InvalidArgument("unknown weight format '" + s + "' (expected dense, int8 or int4)");
 }
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }

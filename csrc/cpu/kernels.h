@@ -6,6 +6,7 @@
 
 #include "fastdllm/dtype.h"
 #include "fastdllm/paged_kv.h"
+#include "fastdllm/weight_format.h"
 
 namespace fastdllm::cpu {
 
@@ -20,6 +21,10 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
 // x is float32 or bfloat16.
 void linear(const void* x, DType x_dtype, const void* w, DType w_dtype, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k);
+// w: an integer-format matrix in the CPU code layout (cpu/int_weights.h). With
+// silu, w is the gate/up-interleaved [2I, K] matrix and out [m, I] = silu(gate) * up.
+void linear_int(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
+                const float* residual, float* out, int64_t m, bool silu);
 void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
 // Writes k, v [num_tokens, kv_heads, head_dim] (fp32) to each token's slot of its sequence's pages.

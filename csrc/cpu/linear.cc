@@ -1,6 +1,7 @@
 // Picks the linear kernel for the ISA detected at run time.
 #include "core/cpu_features.h"
 #include "cpu/kernels.h"
+#include "cpu/linear_int.h"
 #include "cpu/linear_packed.h"
 #include "cpu/load_row.h"
 
@@ -38,6 +39,35 @@ void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed,
     linear_avx512(x, w, wt, b, residual, out, m, n, k);
   else
     linear_avx2(x, w, wt, b, residual, out, m, n, k);
+}
+
+void linear_int(const void* xv, DType x_dtype, const WeightView& wv, const void* bias, DType bias_dtype,
+                const float* residual, float* out, int64_t m, bool silu) {
+  const int64_t n = wv.rows(), k = wv.cols();
+  const float* x = static_cast<const float*>(xv);
+  if (x_dtype != DType::F32) {
+    float* tmp = scratch_floats(m * k, 2);
+    load_row_f32(xv, x_dtype, 0, m * k, tmp);
+    x = tmp;
+  }
+  const float* b = static_cast<const float*>(bias);
+  if (bias && bias_dtype != DType::F32) {
+    float* tmp = scratch_floats(n, 1);
+    load_row_f32(bias, bias_dtype, 0, n, tmp);
+    b = tmp;
+  }
+  IntWeight w;
+  w.codes = wv.values.ptr<uint8_t>();
+  w.scales = wv.scales.ptr<float>();
+  w.zero_scales = wv.zero_scales.ptr<float>();
+  w.perm = wv.perm.defined() ? wv.perm.ptr<int32_t>() : nullptr;
+  w.bits = format_traits(wv.format).bits;
+  w.group = wv.group_size;
+  // AMX has no integer-code path yet: its machines take the AVX-512 BF16 kernel.
+  if (has_avx512_bf16())
+    linear_int_avx512bf16(x, w, b, residual, out, m, n, k, silu);
+  else
+    linear_int_avx2(x, w, b, residual, out, m, n, k, silu);
 }
 
 void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k) {

@@ -42,7 +42,7 @@ inline void store_bf16(const float* src, int64_t n, uint16_t* dst) {
 // include this header, and an inline definition would let them emit their own
 // AVX-512 copy of std::vector code as a weak symbol that the linker may pick for
 // every caller, including AVX2-only machines.
-float* scratch_floats(int64_t n, int slot = 0);  // slot 0, 1 or 2
+float* scratch_floats(int64_t n, int slot = 0);  // slot 0 to 3
 
 // cs[0, half) = cos, cs[half, 2 half) = sin of pos * inv_freq[i], with the
 // frequencies in fp32 as HF Qwen2 computes them. Shared by rope and

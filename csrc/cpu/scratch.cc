@@ -6,7 +6,7 @@
 namespace fastdllm::cpu {
 
 float* scratch_floats(int64_t n, int slot) {
-  thread_local std::vector<float> buf[3];
+  thread_local std::vector<float> buf[4];
   if (int64_t(buf[slot].size()) < n) buf[slot].resize(size_t(n));
   return buf[slot].data();
 }

@@ -36,7 +36,7 @@ void ForwardRunner::reserve_arena(int64_t n, int64_t rows, int64_t logit_rows) {
   const ModelConfig& c = model_.config();
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim, V = c.vocab_size;
   const int64_t nq = int64_t(c.num_heads) * hd, qkv = nq + 2 * int64_t(c.num_kv_heads) * hd;
-  const int64_t gate_up = model_.weights_->packing().fused_mlp ? 0 : n * 2 * I;
+  const int64_t gate_up = model_.weights_->fused_mlp() ? 0 : n * 2 * I;
   const int64_t sizes[kSlots] = {n * H, n * H, n * qkv, n * nq, n * nq, gate_up, n * I, rows * H, logit_rows * V};
   int64_t total = 0;
   for (int64_t s : sizes) total += (s + 15) / 16 * 16;

@@ -18,7 +18,7 @@
 
 namespace fastdllm {
 
-Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
+Model::Model(const ModelConfig& config, DType weight_dtype, Device device, const LayerWeightFormat& layer_format)
     : config_(config), weight_dtype_(weight_dtype), device_(device) {
   config_.validate();
   if (device == Device::CUDA) {
@@ -26,7 +26,7 @@ Model::Model(const ModelConfig& config, DType weight_dtype, Device device)
     FDL_CHECK(st.built && st.device_count > 0, "device 'cuda' is not available: ",
               st.message.empty() ? "no CUDA device" : st.message);
   }
-  weights_ = std::make_unique<Qwen2Weights>(config_, weight_dtype, device);
+  weights_ = std::make_unique<Qwen2Weights>(config_, weight_dtype, device, layer_format);
   runner_ = std::make_unique<ForwardRunner>(*this);
 }
 
@@ -50,6 +50,12 @@ std::map<std::string, std::vector<int64_t>> Model::checkpoint_tensors(const Mode
 void Model::set_weight(const std::string& name, const void* data, DType src, const std::vector<int64_t>& shape) {
   weights_->set(name, data, src, shape);
 }
+void Model::set_quantized_weight(const std::string& name, const uint8_t* q, const float* scales, const float* zeros,
+                                 const int32_t* perm, const std::vector<int64_t>& shape) {
+  weights_->set_quantized(name, q, scales, zeros, perm, shape);
+}
+const LayerWeightFormat& Model::layer_format() const { return weights_->layer_format(); }
+int64_t Model::weight_bytes() const { return weights_->storage_bytes(); }
 void Model::finalize() { weights_->finalize(); }
 bool Model::ready() const { return weights_->ready(); }
 Model::GraphRuns Model::graph_runs() const { return runner_->graph_runs(); }
@@ -190,7 +196,7 @@ void Model::encode(const ForwardPlan& plan, const int32_t* in, const KVStore& kv
       ScopedOpTimer t("rms_norm");
       ops::rms_norm(x, L.post_norm, c.rms_norm_eps, h);
     }
-    if (w.packing().fused_mlp) {
+    if (w.fused_mlp()) {
       ScopedOpTimer t("linear_gate_up_silu_mul");
       ops::linear_silu_mul(h, L.gate_up_w, act);
     } else {

@@ -1,6 +1,7 @@
 #include "model/qwen2_weights.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "core/device_memory.h"
@@ -32,25 +33,28 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace
 
-Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device)
-    : config_(config), dtype_(dtype), device_(device) {
+Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device, const LayerWeightFormat& layer_format)
+    : config_(config), dtype_(dtype), device_(device), layer_format_(layer_format) {
   FDL_CHECK(is_float(dtype), "model dtype must be float32, float16 or bfloat16, got ", dtype_name(dtype));
+  FDL_CHECK(layer_format.group_size >= 0, "weight group size must be >= 0, got ", layer_format.group_size);
   const auto& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
   const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
   packing_ = ops::weight_packing(device, dtype, I);
   const bool packed = packing_.packed;
+  const bool integer = is_integer_format(layer_format.format);
+  fused_mlp_ = integer ? device == Device::CPU && I % 16 == 0 : packing_.fused_mlp;
   const bool pack_embed = packed && c.tie_word_embeddings;  // the tied embedding is the lm_head
   embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
   if (!c.tie_word_embeddings) lm_head_ = matrix_buffer(c.vocab_size, H, packed);
   final_norm_ = Buffer(size_t(H) * 4, device);
   layers_.resize(size_t(c.num_layers));
   for (auto& L : layers_) {
-    L.qkv_w = matrix_buffer(qkv, H, packed);
+    L.qkv_w = layer_matrix(qkv, H);
     L.qkv_b = Buffer(size_t(qkv) * 4, device);
-    L.o_w = matrix_buffer(H, c.num_heads * hd, packed);
-    L.gate_up_w = matrix_buffer(2 * I, H, packed);
-    L.down_w = matrix_buffer(H, I, packed);
+    L.o_w = layer_matrix(H, c.num_heads * hd);
+    L.gate_up_w = layer_matrix(2 * I, H);
+    L.down_w = layer_matrix(H, I);
     L.in_norm = Buffer(size_t(H) * 4, device);
     L.post_norm = Buffer(size_t(H) * 4, device);
   }
@@ -129,35 +133,105 @@ void Qwen2Weights::set(const std::string& name, const void* data, DType src, con
     if (!pack) return put(dst, row0 * k, dtype_);
     ops::pack_weight_rows(bf16_rows(), shape[0], row0, k, static_cast<uint16_t*>(dst.data()));
   };
-  // gate (row0 0) or up (row0 I) into the fused [gate; up] matrix.
-  auto put_gate_up = [&](const Buffer& dst, int64_t row0) {
-    if (!packing_.fused_mlp) return put_rows(dst, row0, H, packed);
-    ops::pack_gate_up_rows(bf16_rows(), shape[0], row0, I, H, static_cast<uint16_t*>(dst.data()));
-  };
   const bool pack_embed = packed && c.tie_word_embeddings;
   int li;
   std::string rest;
+  int64_t row0 = 0;
+  bool gate_up = false;
   if (name == "model.embed_tokens.weight") {
     put_rows(embed_, 0, H, pack_embed);
   } else if (name == "lm_head.weight") {
     put_rows(lm_head_, 0, H, packed);
   } else if (name == "model.norm.weight") {
     put(final_norm_, 0, DType::F32);
+  } else if (Matrix* m = locate(name, &row0, &gate_up)) {
+    FDL_CHECK(!is_integer_format(layer_format_.format), "tensor '", name, "': the model's layers are ",
+              format_traits(layer_format_.format).name, "; this matrix must come as quantized codes");
+    if (gate_up && fused_mlp_)
+      ops::pack_gate_up_rows(bf16_rows(), shape[0], row0, I, H, static_cast<uint16_t*>(m->values.data()));
+    else
+      put_rows(m->values, row0, m->cols, packed);
   } else if (split_layer_name(name, &li, &rest)) {
     LayerBuffers& L = layers_[size_t(li)];
     if (rest == "input_layernorm.weight") put(L.in_norm, 0, DType::F32);
     else if (rest == "post_attention_layernorm.weight") put(L.post_norm, 0, DType::F32);
-    else if (rest == "self_attn.q_proj.weight") put_rows(L.qkv_w, 0, H, packed);
-    else if (rest == "self_attn.k_proj.weight") put_rows(L.qkv_w, q, H, packed);
-    else if (rest == "self_attn.v_proj.weight") put_rows(L.qkv_w, q + kv, H, packed);
     else if (rest == "self_attn.q_proj.bias") put(L.qkv_b, 0, DType::F32);
     else if (rest == "self_attn.k_proj.bias") put(L.qkv_b, q, DType::F32);
     else if (rest == "self_attn.v_proj.bias") put(L.qkv_b, q + kv, DType::F32);
-    else if (rest == "self_attn.o_proj.weight") put_rows(L.o_w, 0, q, packed);
-    else if (rest == "mlp.gate_proj.weight") put_gate_up(L.gate_up_w, 0);
-    else if (rest == "mlp.up_proj.weight") put_gate_up(L.gate_up_w, I);
-    else if (rest == "mlp.down_proj.weight") put_rows(L.down_w, 0, I, packed);
   }
+  loaded_.insert(name);
+}
+
+Qwen2Weights::Matrix* Qwen2Weights::locate(const std::string& name, int64_t* row0, bool* gate_up) {
+  int li;
+  std::string rest;
+  if (!split_layer_name(name, &li, &rest)) return nullptr;
+  const auto& c = config_;
+  const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
+  LayerBuffers& L = layers_[size_t(li)];
+  *gate_up = false;
+  *row0 = 0;
+  if (rest == "self_attn.q_proj.weight") return &L.qkv_w;
+  if (rest == "self_attn.k_proj.weight") return *row0 = q, &L.qkv_w;
+  if (rest == "self_attn.v_proj.weight") return *row0 = q + kv, &L.qkv_w;
+  if (rest == "self_attn.o_proj.weight") return &L.o_w;
+  if (rest == "mlp.gate_proj.weight") return *gate_up = true, &L.gate_up_w;
+  if (rest == "mlp.up_proj.weight") return *row0 = c.intermediate_size, *gate_up = true, &L.gate_up_w;
+  if (rest == "mlp.down_proj.weight") return &L.down_w;
+  return nullptr;
+}
+
+void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, const float* scales, const float* zeros,
+                                 const int32_t* perm, const std::vector<int64_t>& shape) {
+  const auto it = expected_.find(name);
+  FDL_CHECK(it != expected_.end(), "unexpected tensor '", name, "' for this model config");
+  FDL_CHECK(!ready_, "tensor '", name, "': the model is already finalized");
+  FDL_CHECK(is_integer_format(layer_format_.format), "tensor '", name,
+            "': quantized codes for a model whose layers are dense");
+  int64_t row0 = 0;
+  bool gate_up = false;
+  Matrix* m = locate(name, &row0, &gate_up);
+  FDL_CHECK(m != nullptr, "tensor '", name, "' is not a layer matrix; only q/k/v/o and gate/up/down are quantized");
+  FDL_CHECK(shape == it->second, "tensor '", name, "' has shape ", shape_str(shape), ", expected ",
+            shape_str(it->second));
+  FDL_CHECK(!loaded_.count(name), "tensor '", name, "' was already set");
+  const int64_t rows = shape[0], k = shape[1], groups = k / m->group;
+  const int bits = format_traits(layer_format_.format).bits;
+  // Codes outside the format would decode to garbage (an int4 kernel reads 4 bits).
+  const uint8_t top = uint8_t((1 << bits) - 1);
+  for (int64_t i = 0; i < rows * k; ++i)
+    FDL_CHECK(q[i] <= top, "tensor '", name, "': code ", int(q[i]), " at [", i / k, ", ", i % k,
+              "] does not fit in ", bits, " bits");
+  for (int64_t i = 0; i < rows * groups; ++i) {
+    FDL_CHECK(std::isfinite(scales[i]), "tensor '", name, "': scale [", i / groups, ", ", i % groups,
+              "] is not finite");
+    FDL_CHECK(std::isfinite(zeros[i]), "tensor '", name, "': zero point [", i / groups, ", ", i % groups,
+              "] is not finite");
+  }
+  if (perm) {
+    std::vector<char> seen(size_t(k), 0);
+    for (int64_t j = 0; j < k; ++j) {
+      FDL_CHECK(perm[j] >= 0 && perm[j] < k && !seen[size_t(perm[j])], "tensor '", name,
+                "': the input order (act-order g_idx) is not a permutation of ", k, " inputs");
+      seen[size_t(perm[j])] = 1;
+    }
+  }
+  // q/k/v and gate/up share one input order: they are one GEMM over one copy of x.
+  if (m->perm_set) {
+    const bool same = perm ? m->perm.size() > 0 && std::equal(perm, perm + k, static_cast<const int32_t*>(m->perm.data()))
+                           : m->perm.size() == 0;
+    FDL_CHECK(same, "tensor '", name, "': its input order (g_idx) differs from that of '", m->perm_from,
+              "'; fused matrices need one act-order permutation");
+  } else {
+    m->perm_set = true;
+    m->perm_from = name;
+    if (perm) {
+      m->perm = Buffer(size_t(k) * 4, device_);
+      copy_bytes(m->perm.data(), perm, size_t(k) * 4, device_);
+    }
+  }
+  ops::pack_int_weight_rows(q, scales, zeros, rows, row0, gate_up && fused_mlp_ ? config_.intermediate_size : 0,
+                            weight_view(*m));
   loaded_.insert(name);
 }
 
@@ -165,6 +239,49 @@ void Qwen2Weights::finalize() {
   for (const auto& kv : expected_)
     FDL_CHECK(loaded_.count(kv.first), "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
   ready_ = true;
+}
+
+Qwen2Weights::Matrix Qwen2Weights::layer_matrix(int64_t rows, int64_t cols) const {
+  Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  if (!is_integer_format(layer_format_.format)) {
+    m.values = matrix_buffer(rows, cols, packing_.packed);
+    return m;
+  }
+  m.group = layer_format_.group_size ? layer_format_.group_size : cols;
+  FDL_CHECK(m.group % 2 == 0 && cols % m.group == 0, "weight group size ", m.group,
+            " must be even and divide every layer matrix's in_features (", cols, " does not)");
+  const ops::IntWeightLayout lay =
+      ops::int_weight_layout(device_, layer_format_.format, rows, cols, m.group);
+  m.values = Buffer(size_t(lay.code_bytes), device_);
+  m.scales = Buffer(size_t(lay.param_floats) * 4, device_);
+  m.zero_scales = Buffer(size_t(lay.param_floats) * 4, device_);
+  for (Buffer* b : {&m.values, &m.scales, &m.zero_scales}) std::memset(b->data(), 0, b->size());
+  return m;
+}
+
+WeightView Qwen2Weights::weight_view(const Matrix& m) const {
+  if (!is_integer_format(layer_format_.format)) return matrix_view(m.values, m.rows, m.cols, packing_.packed);
+  WeightView w;
+  w.values = TensorView(m.values.data(), DType::U8, {m.rows, m.cols}, device_);
+  w.format = layer_format_.format;
+  w.group_size = m.group;
+  const int64_t nf = int64_t(m.scales.size() / 4);
+  w.scales = TensorView(m.scales.data(), DType::F32, {nf}, device_);
+  w.zero_scales = TensorView(m.zero_scales.data(), DType::F32, {nf}, device_);
+  if (m.perm.size()) w.perm = TensorView(m.perm.data(), DType::I32, {m.cols}, device_);
+  return w;
+}
+
+int64_t Qwen2Weights::storage_bytes() const {
+  int64_t b = int64_t(embed_.size() + lm_head_.size() + final_norm_.size());
+  for (const LayerBuffers& L : layers_) {
+    for (const Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w})
+      b += int64_t(m->values.size() + m->scales.size() + m->zero_scales.size() + m->perm.size());
+    b += int64_t(L.qkv_b.size() + L.in_norm.size() + L.post_norm.size());
+  }
+  return b;
 }
 
 Buffer Qwen2Weights::matrix_buffer(int64_t rows, int64_t cols, bool packed) const {
@@ -191,13 +308,10 @@ TensorView Qwen2Weights::lm_head() const {
 
 Qwen2Weights::Layer Qwen2Weights::layer(int i) const {
   const auto& c = config_;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
-  const int64_t nq = int64_t(c.num_heads) * hd, qkv = nq + 2 * int64_t(c.num_kv_heads) * hd;
+  const int64_t H = c.hidden_size, qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
   const LayerBuffers& L = layers_[size_t(i)];
-  const bool p = packing_.packed;
-  return Layer{matrix_view(L.qkv_w, qkv, H, p), L.qkv_b.view(DType::F32, {qkv}), matrix_view(L.o_w, H, nq, p),
-               matrix_view(L.gate_up_w, 2 * I, H, p), matrix_view(L.down_w, H, I, p),
-               L.in_norm.view(DType::F32, {H}), L.post_norm.view(DType::F32, {H})};
+  return Layer{weight_view(L.qkv_w), weight_view(L.o_w), weight_view(L.gate_up_w), weight_view(L.down_w),
+               L.qkv_b.view(DType::F32, {qkv}), L.in_norm.view(DType::F32, {H}), L.post_norm.view(DType::F32, {H})};
 }
 
 }  // namespace fastdllm

@@ -13,6 +13,7 @@ static KernelTable make_cpu_table() {
   t.rms_norm = cpu::rms_norm;
   t.rope = cpu::rope;
   t.linear = cpu::linear;
+  t.linear_int = cpu::linear_int;
   t.silu_mul = cpu::silu_mul;
   t.add = cpu::add;
   t.kv_write = cpu::kv_write;

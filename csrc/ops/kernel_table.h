@@ -3,6 +3,7 @@
 // the front-end raises an error naming the op and the device.
 #pragma once
 #include "fastdllm/ops.h"
+#include "fastdllm/weight_format.h"
 
 namespace fastdllm::ops {
 
@@ -12,6 +13,9 @@ struct KernelTable {
   void (*rope)(float*, int64_t, int64_t, int64_t, const int32_t*, const float*) = nullptr;
   void (*linear)(const void*, DType, const void*, DType, bool, const void*, DType, const float*, float*,
                  int64_t, int64_t, int64_t) = nullptr;
+  // Integer-format weights (fastdllm/weight_format.h); silu: the fused gate/up GEMM.
+  void (*linear_int)(const void*, DType, const WeightView&, const void*, DType, const float*, float*, int64_t,
+                     bool) = nullptr;
   void (*silu_mul)(const float*, void*, DType, int64_t, int64_t) = nullptr;
   void (*add)(const float*, const float*, float*, int64_t) = nullptr;
   void (*kv_write)(const PagedKV&, const KVBatch&, const float*, const float*) = nullptr;

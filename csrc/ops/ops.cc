@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "fastdllm/error.h"
+#include "cpu/int_weights.h"
 #include "cpu/packed_weights.h"
 #include "ops/kernel_table.h"
 
@@ -47,6 +48,32 @@ void expect_weight(const TensorView& x, const TensorView& w, const char* op) {
   FDL_CHECK(w.shape[1] == x.shape[1], op, ": weight ", w.describe(), " does not match x ", x.describe(),
             " (in_features)");
   same_device(x, w, op);
+}
+
+// An integer-format weight: U8 codes with the logical shape [N, K] matching x,
+// F32 scales and zero_scales of the backend's size, an even group size dividing
+// K, and an optional I32 permutation of K entries.
+void expect_int_weight(const TensorView& x, const WeightView& w, const char* op) {
+  expect(w.values, op, "weight", 2);
+  FDL_CHECK(w.values.dtype == DType::U8, op, ": ", format_traits(w.format).name, " codes must be uint8, got ",
+            w.values.describe());
+  FDL_CHECK(w.values.shape[1] == x.shape[1], op, ": weight ", w.values.describe(), " does not match x ",
+            x.describe(), " (in_features)");
+  FDL_CHECK(w.group_size > 0 && w.group_size % 2 == 0 && w.cols() % w.group_size == 0, op, ": group size ",
+            w.group_size, " must be even and divide in_features ", w.cols());
+  same_device(x, w.values, op);
+  const IntWeightLayout lay = int_weight_layout(x.device, w.format, w.rows(), w.cols(), w.group_size);
+  for (const TensorView* t : {&w.scales, &w.zero_scales}) {
+    FDL_CHECK(t->defined() && t->dtype == DType::F32 && t->numel() == lay.param_floats, op,
+              ": weight scales / zero_scales must be float32 with ", lay.param_floats, " entries, got ",
+              t->describe());
+    same_device(x, *t, op);
+  }
+  if (w.perm.defined()) {
+    FDL_CHECK(w.perm.dtype == DType::I32 && w.perm.ndim == 1 && w.perm.shape[0] == w.cols(), op,
+              ": weight perm must be int32 [", w.cols(), "], got ", w.perm.describe());
+    same_device(x, w.perm, op);
+  }
 }
 
 template <class F>
@@ -114,14 +141,18 @@ void rope(const TensorView& x, const TensorView& positions, const TensorView& in
                                              positions.ptr<int32_t>(), inv_freq.ptr<float>());
 }
 
-void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
+void linear(const TensorView& x, const WeightView& wv, const TensorView& bias,
             const TensorView& residual, const TensorView& out) {
   const char* op = "linear";
+  const TensorView& w = wv.values;
   expect(x, op, "x", 2);
   expect(out, op, "out", 2);
   expect_operand(x, op, "x");
   expect_dtype(out, op, "out", DType::F32);
-  expect_weight(x, w, op);
+  if (is_integer_format(wv.format))
+    expect_int_weight(x, wv, op);
+  else
+    expect_weight(x, w, op);
   FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0], op, ": out ", out.describe(),
             " must be [", x.shape[0], ", ", w.shape[0], "]");
   same_device(x, out, op);
@@ -134,6 +165,11 @@ void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
     expect_dtype(residual, op, "residual", DType::F32);
     FDL_CHECK(residual.shape == out.shape, op, ": residual ", residual.describe(), " does not match out ",
               out.describe());
+  }
+  if (is_integer_format(wv.format)) {
+    need(kernels(x.device).linear_int, "linear (integer weights)", x.device)(
+        x.data, x.dtype, wv, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(), x.shape[0], false);
+    return;
   }
   need(kernels(x.device).linear, op, x.device)(
       x.data, x.dtype, w.data, w.dtype, w.packed, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(),
@@ -337,19 +373,29 @@ void gather_rows(const TensorView& x, const TensorView& rows, const TensorView& 
                                                     out.ptr<float>());
 }
 
-void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView& out) {
+void linear_silu_mul(const TensorView& x, const WeightView& wv, const TensorView& out) {
   const char* op = "linear_silu_mul";
+  const TensorView& w = wv.values;
   expect(x, op, "x", 2);
   expect(out, op, "out", 2);
   expect_dtype(x, op, "x", DType::F32);
   expect_dtype(out, op, "out", DType::F32);
-  expect_weight(x, w, op);
-  FDL_CHECK(w.packed && w.dtype == DType::BF16, op, ": weight must be the packed bfloat16 gate/up matrix, got ",
-            w.describe());
+  if (is_integer_format(wv.format))
+    expect_int_weight(x, wv, op);
+  else {
+    expect_weight(x, w, op);
+    FDL_CHECK(w.packed && w.dtype == DType::BF16, op, ": weight must be the packed bfloat16 gate/up matrix, got ",
+              w.describe());
+  }
   FDL_CHECK(w.shape[0] % 32 == 0, op, ": weight ", w.describe(), " must have 2 x a multiple of 16 rows");
   FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0] / 2, op, ": out ", out.describe(),
             " must be [", x.shape[0], ", ", w.shape[0] / 2, "]");
   same_device(x, out, op);
+  if (is_integer_format(wv.format)) {
+    need(kernels(x.device).linear_int, "linear_silu_mul (integer weights)", x.device)(
+        x.data, x.dtype, wv, nullptr, DType::F32, nullptr, out.ptr<float>(), x.shape[0], true);
+    return;
+  }
   need(kernels(x.device).linear_silu_mul, op, x.device)(x.ptr<float>(), static_cast<const uint16_t*>(w.data),
                                                         out.ptr<float>(), x.shape[0], w.shape[0] / 2, x.shape[1]);
 }
@@ -371,6 +417,33 @@ void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t 
   FDL_CHECK(inter % cpu::kPanelRows == 0, "pack_gate_up_rows: the intermediate size ", inter,
             " is not a multiple of ", cpu::kPanelRows);
   cpu::pack_gate_up_rows(src, rows, row0, inter, cols, dst);
+}
+
+IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t rows, int64_t cols, int64_t group_size) {
+  FDL_CHECK(is_integer_format(format), "int_weight_layout: ", format_traits(format).name, " is not an integer format");
+  FDL_CHECK(device == Device::CPU, "integer weight formats (", format_traits(format).name,
+            ") are not implemented for device ", device_name(device), " yet");
+  FDL_CHECK(group_size > 0 && group_size % 2 == 0 && cols % group_size == 0, "group size ", group_size,
+            " must be even and divide in_features ", cols);
+  IntWeightLayout l;
+  l.code_bytes = cpu::int_code_bytes(format_traits(format).bits, rows, cols);
+  l.param_floats = cpu::int_param_floats(rows, cols / group_size);
+  return l;
+}
+
+void pack_int_weight_rows(const uint8_t* q, const float* scales, const float* zeros, int64_t rows, int64_t row0,
+                          int64_t gate_up_inter, const WeightView& w) {
+  FDL_CHECK(w.values.device == Device::CPU, "pack_int_weight_rows: packing happens in host memory");
+  FDL_CHECK(gate_up_inter == 0 || gate_up_inter % cpu::kPanelRows == 0, "pack_int_weight_rows: the intermediate size ",
+            gate_up_inter, " is not a multiple of ", cpu::kPanelRows);
+  cpu::IntPackTarget t;
+  t.codes = w.values.ptr<uint8_t>();
+  t.scales = w.scales.ptr<float>();
+  t.zero_scales = w.zero_scales.ptr<float>();
+  t.bits = format_traits(w.format).bits;
+  t.k = w.cols();
+  t.groups = w.groups();
+  cpu::pack_int_rows(q, scales, zeros, rows, row0, gate_up_inter, t);
 }
 
 }  // namespace fastdllm::ops

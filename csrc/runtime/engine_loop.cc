@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <future>
 
 #include "fastdllm/error.h"
 
@@ -125,6 +126,25 @@ void EngineLoop::cancel(int64_t id) {
   wake_.notify_all();
 }
 
+std::vector<float> EngineLoop::logits(const std::vector<int32_t>& tokens, int block_size) {
+  std::vector<float> out(tokens.size() * size_t(scheduler_.model().config().vocab_size));
+  auto task = std::make_shared<std::packaged_task<void()>>(
+      [&] { scheduler_.score(tokens, block_size, out.data()); });
+  std::future<void> done = task->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    FDL_CHECK(!stop_, "the engine is closed");
+    jobs_.push_back([task] { (*task)(); });
+  }
+  wake_.notify_all();
+  try {
+    done.get();  // rethrows what score threw
+  } catch (const std::future_error&) {
+    throw InvalidArgument("the engine was closed before the logits were computed");
+  }
+  return out;
+}
+
 SchedulerStats EngineLoop::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;
@@ -172,13 +192,19 @@ void EngineLoop::run() {
   for (;;) {
     std::vector<std::unique_ptr<Sequence>> arrived;
     std::vector<int64_t> cancels;
+    std::vector<std::function<void()>> jobs;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || !inbox_.empty() || !cancels_.empty() || !scheduler_.idle(); });
+      wake_.wait(lock, [&] {
+        return stop_ || !inbox_.empty() || !cancels_.empty() || !jobs_.empty() || !scheduler_.idle();
+      });
       if (stop_) break;
       arrived.swap(inbox_);
       cancels.swap(cancels_);
+      jobs.swap(jobs_);
     }
+    for (auto& job : jobs) job();  // exceptions reach the caller through its future
+    jobs.clear();
     for (auto& s : arrived) scheduler_.enqueue(std::move(s));
     // Cancelled sequences go first (their pages are free before the caller
     // hears of it); the stats the caller may read next already say so.
@@ -208,6 +234,7 @@ void EngineLoop::run() {
     std::lock_guard<std::mutex> lock(mu_);
     live.swap(live_);
     inbox_.clear();
+    jobs_.clear();  // their callers hear that the engine closed
   }
   for (auto& kv : live) {
     scheduler_.cancel(kv.first);

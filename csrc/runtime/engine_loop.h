@@ -6,6 +6,7 @@
 // Nothing here knows Python: the bindings release the GIL around every wait.
 #pragma once
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -67,6 +68,9 @@ class EngineLoop {
   // Validates (throws InvalidArgument / BudgetExceeded naming the problem) and queues.
   std::shared_ptr<Request> submit(std::vector<int32_t> prompt, const GenerationParams& params);
   SchedulerStats stats() const;
+  // Scheduler::score on the loop's thread, between two steps (the forward is
+  // not shared with requests); blocks until it ran.
+  std::vector<float> logits(const std::vector<int32_t>& tokens, int block_size);
   // Blocks until the loop has finished a step after `seen` (or timeout_s);
   // returns the current step count. For waking many waiters with one thread.
   uint64_t wait_progress(uint64_t seen, double timeout_s) const;
@@ -89,6 +93,7 @@ class EngineLoop {
   mutable std::condition_variable progress_cv_;
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<int64_t> cancels_;
+  std::vector<std::function<void()>> jobs_;  // run on the loop's thread (logits)
   std::map<int64_t, std::shared_ptr<Request>> live_;
   SchedulerStats stats_;
   uint64_t steps_ = 0;

@@ -41,6 +41,48 @@ std::unique_ptr<Sequence> Scheduler::make_sequence(int64_t id, std::vector<int32
   return seq;
 }
 
+void Scheduler::score(const std::vector<int32_t>& tokens, int block_size, float* logits) {
+  const int64_t L = int64_t(tokens.size()), V = model_->config().vocab_size, ps = config_.page_size;
+  FDL_CHECK(L >= 1, "logits: token_ids is empty");
+  FDL_CHECK(block_size >= 1, "logits: block_size must be >= 1, got ", block_size);
+  for (int64_t i = 0; i < L; ++i)
+    FDL_CHECK(tokens[size_t(i)] >= 0 && tokens[size_t(i)] < V, "logits: token id ", tokens[size_t(i)], " at index ",
+              i, " is outside the vocabulary [0, ", V, ")");
+  const int64_t pages = (L + ps - 1) / ps;
+  PageReservation res;
+  if (!kv_.try_reserve(pages, 0, &res))
+    throw BudgetExceeded(detail::concat("logits: ", L, " tokens need ", pages, " KV pages but only ", kv_.available(),
+                                        " are free now (of ", kv_.pool().capacity(),
+                                        "); wait for running requests or raise max_memory"));
+  PageTable table(&kv_.pool());
+  for (int64_t i = 0; i < pages; ++i) table.push(res.take());
+  const int64_t bs = block_size;
+  const int64_t chunk = std::max<int64_t>(bs, config_.max_batch_tokens / bs * bs);
+  ForwardBatchBuilder builder;
+  std::vector<int32_t> toks, pos, limit, rows;
+  for (int64_t c0 = 0; c0 < L; c0 += chunk) {
+    const int64_t len = std::min(chunk, L - c0);
+    toks.assign(tokens.begin() + c0, tokens.begin() + c0 + len);
+    pos.resize(size_t(len));
+    limit.resize(size_t(len));
+    rows.resize(size_t(len));
+    for (int64_t i = 0; i < len; ++i) {
+      const int64_t q = c0 + i;
+      pos[size_t(i)] = int32_t(q);
+      limit[size_t(i)] = int32_t(std::min((q / bs + 1) * bs, c0 + len));  // block-causal, within the forward
+      rows[size_t(i)] = int32_t(i);
+    }
+    builder.clear();
+    builder.add(toks, pos, limit, table.pages(), int32_t(c0));
+    ForwardBatch b = builder.batch();
+    b.logit_rows = rows.data();
+    b.num_logits = len;
+    ForwardOutputs out;
+    out.logits = logits + c0 * V;
+    model_->forward(b, kv_.pool().store(), out);
+  }
+}
+
 void Scheduler::enqueue(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
 
 bool Scheduler::cancel(int64_t id) {

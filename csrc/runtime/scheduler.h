@@ -77,6 +77,11 @@ class Scheduler {
   // or waiting.
   bool step(Report* report);
   bool idle() const { return running_.empty() && waiting_.empty(); }
+  // The logits [len(tokens), vocab] of the model's own prefill over tokens
+  // (positions from 0, block-causal attention with blocks of block_size),
+  // chunked at block boundaries to max_batch_tokens, on pages taken from the
+  // budget for the call (BudgetExceeded when too few are free now).
+  void score(const std::vector<int32_t>& tokens, int block_size, float* logits);
   SchedulerStats stats() const;
   const KVCache& kv() const { return kv_; }
 

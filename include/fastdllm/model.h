@@ -19,6 +19,7 @@
 #include "fastdllm/ops.h"
 #include "fastdllm/paged_kv.h"
 #include "fastdllm/tensor.h"
+#include "fastdllm/weight_format.h"
 
 namespace fastdllm {
 
@@ -27,6 +28,14 @@ class ForwardRunner;
 struct ForwardPlan;
 struct PlanContext;
 struct EncodeOutputs;
+
+// The format of the layers' matrices (q/k/v/o, gate/up/down); the embedding,
+// lm_head, norms and biases stay in the model's float dtype. group_size 0: one
+// group per row (per-output-channel scales).
+struct LayerWeightFormat {
+  WeightFormat format = WeightFormat::Dense;
+  int64_t group_size = 0;
+};
 
 struct ModelConfig {
   int64_t vocab_size = 0, hidden_size = 0, intermediate_size = 0;
@@ -114,7 +123,8 @@ struct PlanSummary {
 
 class Model {
  public:
-  Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU);
+  Model(const ModelConfig& config, DType weight_dtype, Device device = Device::CPU,
+        const LayerWeightFormat& layer_format = LayerWeightFormat());
   ~Model();
 
   const ModelConfig& config() const { return config_; }
@@ -130,6 +140,13 @@ class Model {
   static std::map<std::string, std::vector<int64_t>> checkpoint_tensors(const ModelConfig& config);
   // Copies (and converts) one checkpoint tensor; data is row-major in src_dtype.
   void set_weight(const std::string& name, const void* data, DType src_dtype, const std::vector<int64_t>& shape);
+  // One layer matrix of an integer-format model in the canonical form
+  // (fastdllm/weight_format.h): codes q [rows, K] one per byte in perm's input
+  // order, scales and zero points [rows, K / group_size] fp32, perm [K] or null.
+  void set_quantized_weight(const std::string& name, const uint8_t* q, const float* scales, const float* zeros,
+                            const int32_t* perm, const std::vector<int64_t>& shape);
+  const LayerWeightFormat& layer_format() const;
+  int64_t weight_bytes() const;  // what the stored weights take on the device
   // Checks that every expected weight was set; throws naming the first missing one.
   void finalize();
   bool ready() const;

@@ -7,6 +7,7 @@
 
 #include "fastdllm/paged_kv.h"
 #include "fastdllm/tensor.h"
+#include "fastdllm/weight_format.h"
 
 namespace fastdllm {
 
@@ -25,17 +26,20 @@ void rope(const TensorView& x, const TensorView& positions, const TensorView& in
 
 // out[M, N] = x[M, K] @ w[N, K]^T (+ bias[N]) (+ residual[M, N]); x fp32 or bf16, out fp32.
 // bias and residual are optional (pass an undefined view); residual may alias out.
-void linear(const TensorView& x, const TensorView& w, const TensorView& bias,
+// w is dense (a float matrix) or in an integer format (its codes dequantized on
+// the fly: the result equals x @ dequant(w)^T up to the kernel's activation
+// rounding, bf16 on AVX-512 CPUs, fp32 on AVX2).
+void linear(const TensorView& x, const WeightView& w, const TensorView& bias,
             const TensorView& residual, const TensorView& out);
 
 // out[M, I] = silu(gate_up[M, :I]) * gate_up[M, I:]; out fp32 or bf16 (as rms_norm).
 void silu_mul(const TensorView& gate_up, const TensorView& out);
 
 // The MLP's first GEMM with SiLU*mul in its epilogue: out[M, I] = silu(x @ gate^T)
-// * (x @ up^T), w [2I, K] the packed bf16 gate/up matrix with interleaved panels
-// (cpu/packed_weights.h pack_gate_up_rows; I % 16 == 0). CPU only: the [M, 2I]
-// product is never written.
-void linear_silu_mul(const TensorView& x, const TensorView& w, const TensorView& out);
+// * (x @ up^T), w [2I, K] the gate/up matrix with interleaved panels: packed bf16
+// (pack_gate_up_rows) or integer codes (pack_int_weight_rows with gate_up_inter;
+// I % 16 == 0). CPU only: the [M, 2I] product is never written.
+void linear_silu_mul(const TensorView& x, const WeightView& w, const TensorView& out);
 
 // out = a + b (same shape; out may alias either).
 void add(const TensorView& a, const TensorView& b, const TensorView& out);
@@ -109,6 +113,20 @@ int64_t packed_weight_elems(int64_t rows, int64_t cols);
 void pack_weight_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t cols, uint16_t* dst);
 // The same for rows of the logical [gate; up] matrix of a fused MLP (inter rows each).
 void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t inter, int64_t cols, uint16_t* dst);
+
+// Integer-format matrices (fastdllm/weight_format.h) in a backend's layout: the
+// storage one takes (code bytes; floats of scales, the same of zero_scales) ...
+struct IntWeightLayout {
+  int64_t code_bytes = 0, param_floats = 0;
+};
+IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t rows, int64_t cols, int64_t group_size);
+// ... and packing canonical codes into it: q [rows, cols] (one code per byte, in
+// the input order of w.perm), scales and zero points [rows, groups] fp32 become
+// rows [row0, row0 + rows) of w (host storage of int_weight_layout's sizes,
+// zeroed). gate_up_inter > 0: the rows are of the logical [gate; up] matrix of
+// that intermediate size, interleaved for linear_silu_mul.
+void pack_int_weight_rows(const uint8_t* q, const float* scales, const float* zeros, int64_t rows, int64_t row0,
+                          int64_t gate_up_inter, const WeightView& w);
 
 }  // namespace ops
 }  // namespace fastdllm

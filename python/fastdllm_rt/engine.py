@@ -363,12 +363,19 @@ class Engine:
         prefix_cache: share the KV pages of identical prompt prefixes between
             requests, and keep them after a request ends (evicted least recently
             used when pages are needed). Outputs are the same with it on or off.
+        quantize: None, "int8" or "int4": quantize a float checkpoint's layer
+            matrices at load with round-to-nearest (int8: per-output-channel
+            symmetric, W8A16; int4: groups of ``group_size`` inputs with a scale
+            and zero point each, W4A16). GPTQ / AWQ checkpoints (and folders
+            written by ``fastdllm-rt quantize``) load quantized without it.
+        group_size: inputs per scale group with ``quantize`` (default: 128 for
+            int4, 0 = one group per output channel for int8).
     """
 
     def __init__(self, path: str, device: str = "auto", dtype: str = "auto", max_seq_len: Optional[int] = None,
                  max_memory: Union[int, str, None] = None, page_size: int = 16, threads: Optional[int] = None,
                  max_batch_size: int = 16, max_batch_tokens: Optional[int] = None, kv_dtype: str = "auto",
-                 prefix_cache: bool = True):
+                 prefix_cache: bool = True, quantize: Optional[str] = None, group_size: Optional[int] = None):
         self._loop_c = None
         self._notifier = None
         if device not in DEVICES:
@@ -398,7 +405,8 @@ class Engine:
             max_seq_len = min(self.config.max_position_embeddings, 32768)
         _positive_int(max_seq_len, "max_seq_len", 1 << 24)
         self.max_seq_len = max_seq_len
-        self.model = load_model(path, dtype=dtype, config=self.config, device=self.device)
+        self.model = load_model(path, dtype=dtype, config=self.config, device=self.device, quantize=quantize,
+                                group_size=group_size)
         self.kv_dtype = kv_dtype if kv_dtype != "auto" else ("float32" if self.model.dtype == "float32" else "bfloat16")
         self.page_size = page_size
         self.max_batch_size = max_batch_size
@@ -445,6 +453,23 @@ class Engine:
             self.close()
         except Exception:
             pass
+
+    def logits(self, token_ids, block_size: Optional[int] = None):
+        """float32 numpy [len(token_ids), vocab]: the logits of the model's own
+        prefill forward over these ids (positions from 0, block-causal attention
+        with blocks of ``block_size``, default the config's bd_size), for
+        perplexity and accuracy checks. Runs between two decode steps of the
+        engine, on KV pages from its budget (MemoryBudgetError when too few are
+        free now)."""
+        try:
+            ids = [int(t) for t in token_ids]
+        except (TypeError, ValueError):
+            raise ValueError(f"token_ids must be a sequence of token ids, got {type(token_ids).__name__}") from None
+        if not ids:
+            raise ValueError("token_ids is empty")
+        bs = self.config.bd_size if block_size is None else block_size
+        _positive_int(bs, "block_size", 4096)
+        return self._loop_c.logits(ids, bs)  # range checked there; MemoryBudgetError when pages are short
 
     def stats(self) -> dict:
         """Counters of the engine so far: model_forwards (batched forwards),

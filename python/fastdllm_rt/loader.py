@@ -17,10 +17,14 @@ from typing import Dict, List, Optional
 from . import _C
 from .errors import LoadError
 from .json_file import read_json_object
+from .quant import layouts
+from .quant.codes import rtn_quantize
+from .quant.spec import LAYER_MATRICES, QuantSpec, quant_spec_from_config
 from .safetensors_io import FLOAT_DTYPES, SafetensorsFile
 
 DEFAULT_MASK_ID = 151665  # fast_dllm_v2.md section 1: '|<MASK>|', hard-coded upstream
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZE = (None, "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class ModelConfig:
     pad_token_id: Optional[int]
     torch_dtype: Optional[str]
     max_position_embeddings: int
+    quant: Optional[QuantSpec] = None  # a GPTQ / AWQ checkpoint's layout
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     def native_dict(self) -> dict:
@@ -110,8 +115,7 @@ def read_config(model_dir: str) -> ModelConfig:
     if layer_types is not None and (not isinstance(layer_types, list)
                                     or any(t != "full_attention" for t in layer_types)):
         raise LoadError(f"{path}: 'layer_types' must all be 'full_attention', got {layer_types!r}")
-    if cfg.get("quantization_config") is not None:
-        raise LoadError(f"{path}: 'quantization_config' is set: quantized checkpoints are not supported yet")
+    quant = quant_spec_from_config(cfg.get("quantization_config"), path)
 
     hidden = _int(cfg, "hidden_size", path, maximum=1 << 20)
     heads = _int(cfg, "num_attention_heads", path)
@@ -174,6 +178,7 @@ def read_config(model_dir: str) -> ModelConfig:
         pad_token_id=pad if isinstance(pad, int) else None,
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
         max_position_embeddings=_int(cfg, "max_position_embeddings", path, default=32768),
+        quant=quant,
         raw=cfg,
     )
 
@@ -212,16 +217,43 @@ def checkpoint_dtype(config: ModelConfig) -> str:
     return "bfloat16"
 
 
+def _is_layer_matrix(name: str) -> bool:
+    return name.startswith("model.layers.") and name.endswith(".weight") and \
+        any(name.endswith(m + ".weight") for m in LAYER_MATRICES)
+
+
+def expected_tensors(model_dir: str, config: ModelConfig) -> Dict[str, tuple]:
+    """name -> (shape, allowed safetensors dtypes, required) of the checkpoint:
+    float tensors, and for a GPTQ / AWQ checkpoint each layer matrix's
+    qweight / qzeros / scales (/ g_idx, optional) instead of its weight."""
+    cfg_path = os.path.join(model_dir, "config.json")
+    try:
+        dense = _C.checkpoint_tensors(config.native_dict())
+    except ValueError as e:
+        raise LoadError(f"{cfg_path}: {e}") from None
+    out = {}
+    for name, shape in dense.items():
+        if config.quant is None or not _is_layer_matrix(name):
+            out[name] = (tuple(shape), tuple(FLOAT_DTYPES), True)
+            continue
+        n, k = shape
+        problem = layouts.layout_problem(config.quant, n, k)
+        if problem:
+            raise LoadError(f"{cfg_path}: 'quantization_config' does not fit tensor '{name}': {problem}")
+        base = name[: -len(".weight")]
+        for suffix, (sh, dts) in layouts.tensor_shapes(config.quant, n, k).items():
+            out[f"{base}.{suffix}"] = (sh, dts, suffix != "g_idx")
+    return out
+
+
 def _open_checked(model_dir: str, config: ModelConfig, stack: contextlib.ExitStack) -> Dict[str, tuple]:
     """Opens every shard the config needs once (closed with `stack`) and checks
-    each tensor header against the config (names, float dtype, shapes; byte
-    ranges when the header is read). Returns {path: (file, names in it)}.
+    each tensor header against the config (names, dtype, shapes; byte ranges
+    when the header is read). Returns {path: (file, names in it)}.
     Raises LoadError naming the file and tensor."""
     shards = shard_map(model_dir)
-    try:
-        expected = _C.checkpoint_tensors(config.native_dict())
-    except ValueError as e:
-        raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+    expected_all = expected_tensors(model_dir, config)
+    expected = {n: v for n, v in expected_all.items() if v[2] or n in shards}
     missing = [n for n in expected if n not in shards]
     if missing:
         raise LoadError(f"{model_dir}: tensor '{missing[0]}' is missing from the checkpoint"
@@ -236,12 +268,13 @@ def _open_checked(model_dir: str, config: ModelConfig, stack: contextlib.ExitSta
             ent = f.entries.get(name)
             if ent is None:
                 raise LoadError(f"{path}: tensor '{name}' is listed in the index but not in this shard")
-            if ent.dtype not in FLOAT_DTYPES:
+            shape, dtypes, _ = expected[name]
+            if ent.dtype not in dtypes:
                 raise LoadError(f"{path}: tensor '{name}' has dtype {ent.dtype}; "
-                                f"expected one of {sorted(FLOAT_DTYPES)}")
-            if list(ent.shape) != list(expected[name]):
+                                f"expected one of {sorted(dtypes)}")
+            if list(ent.shape) != list(shape):
                 raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
-                                f"expected {list(expected[name])} from config.json")
+                                f"expected {list(shape)} from config.json")
         files[path] = (f, names)
     return files
 
@@ -254,34 +287,105 @@ def check_checkpoint(model_dir: str, config: ModelConfig) -> List[str]:
         return list(_open_checked(model_dir, config, stack))
 
 
-def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu"):
+def _array(f: SafetensorsFile, name: str, np):
+    """A tensor as a numpy array: float tensors as float32, integers as they are (a copy)."""
+    ent = f.entries[name]
+    view = f.data(name)
+    try:
+        raw = np.frombuffer(view, dtype={"F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+                                         "I32": np.int32}[ent.dtype]).reshape(ent.shape)
+        if ent.dtype == "BF16":
+            out = (raw.astype(np.uint32) << 16).view(np.float32)
+        else:
+            out = raw.astype(np.float32) if ent.dtype == "F16" else raw.copy()
+        del raw  # no numpy view may outlive the memoryview
+        return out
+    finally:
+        view.release()
+
+
+def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig] = None, device: str = "cpu",
+               quantize: Optional[str] = None, group_size: Optional[int] = None):
     """Loads the weights of a model folder into a native ``_C.Model``.
 
     ``dtype`` is the weight storage dtype: ``auto`` keeps the checkpoint's
     (``torch_dtype`` in config.json), or one of float32 / float16 / bfloat16.
     Activations are fp32 whatever the weight dtype. ``device``: "cpu" or "cuda".
+    A GPTQ / AWQ checkpoint loads its layer matrices as int4 / int8 codes.
+    ``quantize`` ("int8" or "int4") quantizes a float checkpoint's layer
+    matrices at load with round-to-nearest (int8: per-channel symmetric; int4:
+    groups of ``group_size``, default 128, with zero points); the embedding,
+    lm_head and norms stay in ``dtype``.
     The checkpoint's headers are checked against the config first, so a bad
     folder fails before any memory is taken for it.
     """
+    import numpy as np
+
     if dtype not in DTYPES:
         raise LoadError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if quantize not in QUANTIZE:
+        raise LoadError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
     config = config or read_config(model_dir)
+    if quantize and config.quant is not None:
+        raise LoadError(f"{model_dir}: the checkpoint is already quantized ({config.quant.method}, "
+                        f"{config.quant.bits}-bit); quantize= applies to float checkpoints")
+    if group_size is not None and not quantize:
+        raise LoadError("group_size applies only with quantize='int8' or 'int4'")
     wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
+    spec = config.quant
+    if quantize:
+        gs = (0 if quantize == "int8" else 128) if group_size is None else group_size
+        if isinstance(gs, bool) or not isinstance(gs, int) or gs < 0:
+            raise LoadError(f"group_size must be a non-negative integer (0: per output channel), got {group_size!r}")
+        fmt, gs = quantize, gs
+    elif spec is not None:
+        fmt, gs = spec.weight_format, spec.group_size
+    else:
+        fmt, gs = "dense", 0
+    cfg_path = os.path.join(model_dir, "config.json")
     with contextlib.ExitStack() as stack:
         files = _open_checked(model_dir, config, stack)  # before any memory is taken for the model
         try:
-            model = _C.Model(config.native_dict(), wdtype, device)
+            model = _C.Model(config.native_dict(), wdtype, device, fmt, gs)
         except ValueError as e:
-            raise LoadError(f"{os.path.join(model_dir, 'config.json')}: {e}") from None
+            raise LoadError(f"{cfg_path}: {e}") from None
+        shapes = _C.checkpoint_tensors(config.native_dict())
+        parts: Dict[str, dict] = {}  # layer matrix -> its quantized tensors, until complete
         for path, (f, names) in files.items():
             for name in names:
                 ent = f.entries[name]
-                view = f.data(name)
                 try:
-                    model.set_weight(name, view, FLOAT_DTYPES[ent.dtype][0], list(ent.shape))
+                    if spec is not None and name.startswith("model.layers.") and name.rsplit(".", 1)[1] in (
+                            "qweight", "qzeros", "scales", "g_idx"):
+                        base, suffix = name.rsplit(".", 1)
+                        got = parts.setdefault(base, {})
+                        got[suffix] = _array(f, name, np)
+                        need = ("qweight", "qzeros", "scales")
+                        if all(k in got for k in need) and ("g_idx" in got or not _has(files, base + ".g_idx")):
+                            n, k = shapes[base + ".weight"]
+                            codes = layouts.to_codes(got, spec, n, k, base)
+                            model.set_quantized_weight(base + ".weight", codes.codes, codes.scales, codes.zeros,
+                                                       codes.perm)
+                            del parts[base]
+                    elif quantize and _is_layer_matrix(name):
+                        w = _array(f, name, np)
+                        bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+                        if bad:
+                            raise ValueError(f"tensor '{name}' holds {bad} non-finite values (NaN or inf) of "
+                                             f"{w.size}; the checkpoint is corrupt")
+                        codes = rtn_quantize(w, int(quantize[3:]), gs)
+                        model.set_quantized_weight(name, codes.codes, codes.scales, codes.zeros, None)
+                    else:
+                        view = f.data(name)
+                        try:
+                            model.set_weight(name, view, FLOAT_DTYPES[ent.dtype][0], list(ent.shape))
+                        finally:
+                            view.release()
                 except ValueError as e:
                     raise LoadError(f"{path}: {e}") from None
-                finally:
-                    view.release()
     model.finalize()
     return model
+
+
+def _has(files: Dict[str, tuple], name: str) -> bool:
+    return any(name in names for _, names in files.values())
