@@ -38,15 +38,24 @@ def weight_shapes(s: dict) -> dict:
     return w
 
 
-def weight_bytes_per_forward(s: dict, bytes_per_weight: int = 2) -> int:
+def weight_bytes_per_forward(s: dict, bytes_per_weight: int = 2, layer_format: str = "dense",
+                             group_size: int = 128) -> int:
     """Bytes of matrices a forward streams: every layer matrix and the lm_head
-    (the embedding gather reads a few rows only, unless it is the tied lm_head)."""
+    (the embedding gather reads a few rows only, unless it is the tied lm_head).
+    layer_format int8 / int4: the layer matrices as codes plus their fp32 scale
+    and s*z per (row, group of group_size inputs; 0: per row); the lm_head stays bf16."""
     total = 0
     for name, shape in weight_shapes(s).items():
         if len(shape) == 2 and name != "model.embed_tokens.weight":
-            total += shape[0] * shape[1] * bytes_per_weight
-    V, H = s["vocab_size"], s["hidden_size"]
-    return total + V * H * bytes_per_weight  # lm_head (tied or not)
+            n, k = shape
+            if layer_format == "dense" or name == "lm_head.weight":
+                total += n * k * bytes_per_weight
+            else:
+                bits = int(layer_format[3:])
+                total += n * k * bits // 8 + n * (k // (group_size or k)) * 8
+    if s["tie_word_embeddings"]:  # the embedding is the lm_head; untied, lm_head.weight was counted above
+        total += s["vocab_size"] * s["hidden_size"] * bytes_per_weight
+    return total
 
 
 def write_random_bf16_model(path: str, shapes: dict, seed: int = 0) -> str:

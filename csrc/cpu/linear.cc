@@ -41,6 +41,8 @@ void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed,
     linear_avx2(x, w, wt, b, residual, out, m, n, k);
 }
 
+constexpr int64_t kIntAmxMinRows = 4;
+
 void linear_int(const void* xv, DType x_dtype, const WeightView& wv, const void* bias, DType bias_dtype,
                 const float* residual, float* out, int64_t m, bool silu) {
   const int64_t n = wv.rows(), k = wv.cols();
@@ -63,8 +65,12 @@ void linear_int(const void* xv, DType x_dtype, const WeightView& wv, const void*
   w.perm = wv.perm.defined() ? wv.perm.ptr<int32_t>() : nullptr;
   w.bits = format_traits(wv.format).bits;
   w.group = wv.group_size;
-  // AMX has no integer-code path yet: its machines take the AVX-512 BF16 kernel.
-  if (has_avx512_bf16())
+  // AMX from a few rows up (one row: the weight stream dominates and the
+  // register kernel's decode is cheaper than a tile's); groups of 32 k at least.
+  const Isa i = isa();
+  if (i == Isa::AMX_BF16 && m >= kIntAmxMinRows && w.group % 32 == 0)
+    linear_int_amx(x, w, b, residual, out, m, n, k, silu);
+  else if (i >= Isa::AVX512_BF16)
     linear_int_avx512bf16(x, w, b, residual, out, m, n, k, silu);
   else
     linear_int_avx2(x, w, b, residual, out, m, n, k, silu);

@@ -25,4 +25,17 @@ void linear_int_avx2(const float* x, const IntWeight& w, const float* bias, cons
 void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
                            int64_t m, int64_t n, int64_t k, bool silu);
 
+// AMX BF16 (cpu/linear_int_amx.cc): codes decoded into bf16 B tiles, one group
+// of k per C-tile accumulation; the same numerics as the AVX-512 BF16 kernel up
+// to fp32 rounding of the accumulation order. Needs group % 32 == 0.
+void linear_int_amx(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
+                    int64_t m, int64_t n, int64_t k, bool silu);
+
+// x (in the codes' input order perm, or natural) rounded to bf16 pairs
+// xp [m_pad][k / 2] and each group's sum of the rounded values xs [m_pad][k /
+// group]: the exact operand the dot products see; rows m..m_pad zero. Needs
+// AVX-512 BF16 (defined in linear_int_avx512bf16.cc).
+void pack_int_activations(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t group, int64_t m_pad,
+                          uint32_t* xp, float* xs);
+
 }  // namespace fastdllm::cpu

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "cpu/fast_exp.h"
+#include "cpu/int_codes_avx512.h"
 #include "cpu/int_weights.h"
 #include "cpu/linear_int.h"
 #include "cpu/load_row.h"
@@ -21,31 +22,6 @@
 namespace fastdllm::cpu {
 
 namespace {
-
-template <int Bits>
-struct Codes;
-template <>
-struct Codes<4> {
-  static constexpr float kOffset = 128.f;
-  static __m512i decode(const uint8_t* p) {
-    const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m512i lo = _mm512_and_si512(v, _mm512_set1_epi32(0xF));
-    const __m512i hi = _mm512_and_si512(_mm512_slli_epi32(v, 12), _mm512_set1_epi32(0xF0000));
-    return _mm512_or_si512(_mm512_or_si512(lo, hi), _mm512_set1_epi32(0x43004300));
-  }
-};
-template <>
-struct Codes<8> {
-  static constexpr float kOffset = 0.f;
-  static __m512i decode(const uint8_t* p) {
-    const __m512 e = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-    const __m512 o =
-        _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16))));
-    // Integers up to 256 are exact in bf16: the top half of the fp32 bits is the bf16.
-    return _mm512_or_si512(_mm512_srli_epi32(_mm512_castps_si512(e), 16),
-                           _mm512_and_si512(_mm512_castps_si512(o), _mm512_set1_epi32(int(0xFFFF0000u))));
-  }
-};
 
 inline void store_silu_mul(__m512 g, __m512 u, float* out) {
   alignas(64) float gv[16], uv[16];
@@ -69,7 +45,7 @@ struct Args {
 
 template <int Bits, int MR, int NP, bool SILU>
 inline void tile(const Args& a, int64_t pi0, int64_t m0) {
-  constexpr int64_t PB = Bits == 4 ? 16 : 32;
+  constexpr int64_t PB = Codes<Bits>::kPairBytes;
   const uint8_t* wp[NP];
   int64_t pj[NP];
   for (int j = 0; j < NP; ++j) {
@@ -144,10 +120,10 @@ void dispatch_rows(const Args& a, int64_t m) {
     run<Bits, 8, 2, SILU>(a, m);
 }
 
-// x (in the codes' input order) rounded to bf16 pairs, and each group's sum of
-// the rounded values: the exact operand the dot products see.
-void pack_pairs(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t group, uint32_t* xp,
-                float* xs) {
+}  // namespace
+
+void pack_int_activations(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t group, int64_t m_pad,
+                          uint32_t* xp, float* xs) {
   const int64_t kp_n = k / 2, groups = k / group;
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * k;
@@ -176,9 +152,9 @@ void pack_pairs(const float* x, const int32_t* perm, int64_t m, int64_t k, int64
       xs[r * groups + g] = t;
     }
   }
+  std::memset(xp + m * kp_n, 0, size_t((m_pad - m) * kp_n) * 4);
+  std::memset(xs + m * groups, 0, size_t((m_pad - m) * groups) * 4);
 }
-
-}  // namespace
 
 void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
                            int64_t m, int64_t n, int64_t k, bool silu) {
@@ -188,7 +164,7 @@ void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias
   a.gp = w.group / 2;
   uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m * a.kp_n, 0));
   float* xs = scratch_floats(m * a.groups, 3);
-  pack_pairs(x, w.perm, m, k, w.group, xp, xs);
+  pack_int_activations(x, w.perm, m, k, w.group, m, xp, xs);
   a.xp = xp;
   a.xs = xs;
   a.w = &w;
