@@ -47,6 +47,8 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--threads", type=int, help=f"CPU threads (default: the physical cores, {physical_cores()} here)")
     e.add_argument("--max-seq-len", type=int, help="longest prompt + reply")
     e.add_argument("--max-memory", help="KV-cache budget, e.g. 2GB")
+    e.add_argument("--quantize", choices=("int8", "int4"),
+                   help="quantize a float model's layer matrices at load (round to nearest)")
 
 
 def _gen_kwargs(a: argparse.Namespace) -> dict:
@@ -57,7 +59,7 @@ def _gen_kwargs(a: argparse.Namespace) -> dict:
 
 def _engine(path: str, a: argparse.Namespace) -> Engine:
     return Engine(path, device=a.device, dtype=a.dtype, threads=a.threads, max_seq_len=a.max_seq_len,
-                  max_memory=a.max_memory)
+                  max_memory=a.max_memory, quantize=a.quantize)
 
 
 def _prompt(text: str) -> str:
@@ -108,6 +110,7 @@ def cmd_info(a: argparse.Namespace) -> int:
             "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")},
         "approx_parameters": n_params,
         "checkpoint_dtype": c.torch_dtype,
+        "quantization": None if c.quant is None else dict(vars(c.quant), weight_format=c.quant.weight_format),
         "checkpoint": {"files": sorted(os.path.basename(p) for p in files), "tensors_checked": True},
         "block_size (bd_size)": c.bd_size,
         "mask_token_id": c.mask_token_id,
@@ -135,6 +138,16 @@ def cmd_demo(a: argparse.Namespace) -> int:
         return _stream(engine, _prompt(a.prompt), a)
 
 
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from .quant.quantize import quantize_model
+
+    summary = quantize_model(a.model_dir, a.out_dir, format=a.format, group_size=a.group_size, method=a.method,
+                             calib_file=a.calib_file, calib_samples=a.calib_samples, calib_seq_len=a.calib_seq_len,
+                             act_order=a.act_order, progress=not a.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastdllm-rt", description="Run block-diffusion LLMs (Fast-dLLM v2).")
     parser.add_argument("--version", action="version", version=f"fastdllm-rt {__version__}")
@@ -152,6 +165,19 @@ def main(argv=None) -> int:
     d.add_argument("--dir", help="where to write the demo model (default: a temp folder)")
     _add_gen_args(d)
     d.set_defaults(fn=cmd_demo)
+    q = sub.add_parser("quantize", help="write an int8 / int4 copy of a float model folder (GPTQ or AWQ layout)")
+    q.add_argument("model_dir")
+    q.add_argument("out_dir")
+    q.add_argument("--format", choices=("int8", "int4"), default="int4")
+    q.add_argument("--group-size", type=int, help="inputs per scale group (default: 128 for int4, per channel for int8)")
+    q.add_argument("--method", choices=("rtn", "gptq", "awq"), default="rtn")
+    q.add_argument("--act-order", action="store_true", help="GPTQ: quantize inputs in decreasing Hessian order")
+    q.add_argument("--calib-file", help="calibration text (GPTQ / AWQ; default: built-in prompts and the model's "
+                                        "own continuations)")
+    q.add_argument("--calib-samples", type=int, default=64, help="calibration sequences")
+    q.add_argument("--calib-seq-len", type=int, default=256, help="tokens per calibration sequence")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(fn=cmd_quantize)
     a = parser.parse_args(argv)
     try:
         return a.fn(a)
