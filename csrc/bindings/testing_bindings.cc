@@ -366,7 +366,7 @@ void bind_testing(py::module_& t) {
     FDL_CHECK(scales.ndim() == 2 && scales.shape(0) == n && scales.shape(1) == w.groups() &&
                   zeros.ndim() == 2 && zeros.shape(0) == n && zeros.shape(1) == w.groups(),
               "linear_int: scales and zeros must be [", n, ", ", w.groups(), "]");
-    ops::pack_int_weight_rows(q.data(), scales.data(), zeros.data(), n, 0, silu ? n / 2 : 0, w);
+    ops::pack_int_weight_rows(Device::CPU, q.data(), scales.data(), zeros.data(), n, 0, silu ? n / 2 : 0, w);
     auto out = empty_f32({x.shape(0), py::ssize_t(silu ? n / 2 : n)});
     const TensorView xv = as_view(x, x_dt), bv = opt_view(bias), rv = opt_view(residual), ov = as_view(out);
     {

@@ -110,28 +110,32 @@ void epilogue(const Args& a, int64_t pi0, int64_t m0, const float* tot) {
 
 // One group's k-tiles of a (1, 2) block into C tiles C0, C1 (A 0, B 1-2): two
 // pairs of C tiles alternate between groups, so a group's drain (tile store,
-// scaling) overlaps the next group's products.
-template <int Bits, int C0, int C1>
-inline void group_1x2(const Args& a, const uint8_t* w0, const uint8_t* w1, const uint32_t* x0, int64_t g,
-                      uint32_t* bt, float* cbuf) {
-  constexpr int ld = 2 * kT;
-  const int64_t lda = a.kp_n * 4;
-  _tile_zero(C0);
-  _tile_zero(C1);
-  for (int64_t kb = g * a.gp, ke = kb + a.gp; kb < ke; kb += kT) {
-    prefetch_codes<Bits>(w0, kb + kPrefetchPairs, a.kp_n);
-    prefetch_codes<Bits>(w1, kb + kPrefetchPairs, a.kp_n);
-    decode_tile<Bits>(w0, kb, bt);
-    decode_tile<Bits>(w1, kb, bt + kT * kT);
-    _tile_loadd(0, x0 + kb, lda);
-    _tile_loadd(1, bt, 64);
-    _tile_loadd(2, bt + kT * kT, 64);
-    _tile_dpbf16ps(C0, 0, 1);
-    _tile_dpbf16ps(C1, 0, 2);
+// scaling) overlaps the next group's products. Tile numbers must be literals
+// in the intrinsics (they are pasted into the assembly), hence the macro.
+#define FDL_INT_GROUP_1X2(NAME, C0, C1)                                                                     \
+  template <int Bits>                                                                                       \
+  inline void NAME(const Args& a, const uint8_t* w0, const uint8_t* w1, const uint32_t* x0, int64_t g,     \
+                   uint32_t* bt, float* cbuf) {                                                             \
+    const int64_t lda = a.kp_n * 4;                                                                         \
+    _tile_zero(C0);                                                                                         \
+    _tile_zero(C1);                                                                                         \
+    for (int64_t kb = g * a.gp, ke = kb + a.gp; kb < ke; kb += kT) {                                        \
+      prefetch_codes<Bits>(w0, kb + kPrefetchPairs, a.kp_n);                                                \
+      prefetch_codes<Bits>(w1, kb + kPrefetchPairs, a.kp_n);                                                \
+      decode_tile<Bits>(w0, kb, bt);                                                                        \
+      decode_tile<Bits>(w1, kb, bt + kT * kT);                                                              \
+      _tile_loadd(0, x0 + kb, lda);                                                                         \
+      _tile_loadd(1, bt, 64);                                                                               \
+      _tile_loadd(2, bt + kT * kT, 64);                                                                     \
+      _tile_dpbf16ps(C0, 0, 1);                                                                             \
+      _tile_dpbf16ps(C1, 0, 2);                                                                             \
+    }                                                                                                       \
+    _tile_stored(C0, cbuf, 2 * kT * 4);                                                                     \
+    _tile_stored(C1, cbuf + kT, 2 * kT * 4);                                                                \
   }
-  _tile_stored(C0, cbuf, ld * 4);
-  _tile_stored(C1, cbuf + kT, ld * 4);
-}
+FDL_INT_GROUP_1X2(group_1x2_even, 3, 4)
+FDL_INT_GROUP_1X2(group_1x2_odd, 5, 6)
+#undef FDL_INT_GROUP_1X2
 
 // One group of a (2, 2) block (A 0-1, B 2-3, C 4-7).
 template <int Bits>
@@ -176,9 +180,9 @@ void block(const Args& a, int64_t pi0, int64_t m0, uint32_t* bt, float* cbuf, fl
     if constexpr (MB == 1) {
       float* cb = cbuf + (g % 2) * kT * 2 * kT;
       if (g % 2 == 0)
-        group_1x2<Bits, 3, 4>(a, w0, w1, x0, g, bt, cb);
+        group_1x2_even<Bits>(a, w0, w1, x0, g, bt, cb);
       else
-        group_1x2<Bits, 5, 6>(a, w0, w1, x0, g, bt, cb);
+        group_1x2_odd<Bits>(a, w0, w1, x0, g, bt, cb);
       scale_group<Bits, MB>(a, pi0, m0, g, cb, tot);
     } else {
       group_2x2<Bits>(a, w0, w1, x0, g, bt, cbuf);

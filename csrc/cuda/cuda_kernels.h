@@ -23,6 +23,20 @@ void rope(float* x, int64_t len, int64_t heads, int64_t head_dim, const int32_t*
 // x is float32 or bfloat16.
 void linear(const void* x, DType x_dtype, const void* w, DType w_dtype, bool packed, const void* bias, DType bias_dtype,
             const float* residual, float* out, int64_t m, int64_t n, int64_t k);
+// Weight-only integer GEMM (cuda/gemm/linear_int.cu; codes in the layout of
+// cuda/gemm/int_layout.h): out[m, n] = x @ dequant(w)^T (+ bias) (+ residual).
+struct IntGemmArgs {
+  const uint8_t* codes;
+  const float *scales, *zero_scales;
+  const int32_t* perm;  // input order of the codes, or null
+  int bits;
+  int64_t group;
+  const float* bias;  // fp32 or null
+  const float* residual;
+  float* out;
+  int64_t m, n, k;
+};
+void linear_int(const void* x, DType x_dtype, const IntGemmArgs& args);
 void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
 // k, v [num_tokens, kv_heads, head_dim] (fp32) into each token's slot of its sequence's pages.

@@ -230,14 +230,24 @@ void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, cons
       copy_bytes(m->perm.data(), perm, size_t(k) * 4, device_);
     }
   }
-  ops::pack_int_weight_rows(q, scales, zeros, rows, row0, gate_up && fused_mlp_ ? config_.intermediate_size : 0,
-                            weight_view(*m));
+  ops::pack_int_weight_rows(device_, q, scales, zeros, rows, row0,
+                            gate_up && fused_mlp_ ? config_.intermediate_size : 0, packing_view(*m));
   loaded_.insert(name);
 }
 
 void Qwen2Weights::finalize() {
   for (const auto& kv : expected_)
     FDL_CHECK(loaded_.count(kv.first), "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
+  for (LayerBuffers& L : layers_)  // integer matrices packed on the host go to the device once, whole
+    for (Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w}) {
+      if (m->host_codes.empty()) continue;
+      copy_bytes(m->values.data(), m->host_codes.data(), m->host_codes.size(), device_);
+      copy_bytes(m->scales.data(), m->host_scales.data(), m->host_scales.size() * 4, device_);
+      copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
+      std::vector<uint8_t>().swap(m->host_codes);
+      std::vector<float>().swap(m->host_scales);
+      std::vector<float>().swap(m->host_zero_scales);
+    }
   ready_ = true;
 }
 
@@ -257,8 +267,25 @@ Qwen2Weights::Matrix Qwen2Weights::layer_matrix(int64_t rows, int64_t cols) cons
   m.values = Buffer(size_t(lay.code_bytes), device_);
   m.scales = Buffer(size_t(lay.param_floats) * 4, device_);
   m.zero_scales = Buffer(size_t(lay.param_floats) * 4, device_);
-  for (Buffer* b : {&m.values, &m.scales, &m.zero_scales}) std::memset(b->data(), 0, b->size());
+  if (device_ == Device::CPU) {
+    for (Buffer* b : {&m.values, &m.scales, &m.zero_scales}) std::memset(b->data(), 0, b->size());
+  } else {
+    m.host_codes.assign(size_t(lay.code_bytes), 0);
+    m.host_scales.assign(size_t(lay.param_floats), 0.f);
+    m.host_zero_scales.assign(size_t(lay.param_floats), 0.f);
+  }
   return m;
+}
+
+WeightView Qwen2Weights::packing_view(Matrix& m) const {
+  WeightView w = weight_view(m);
+  if (device_ != Device::CPU) {
+    w.values = TensorView(m.host_codes.data(), DType::U8, {m.rows, m.cols});
+    const int64_t nf = int64_t(m.host_scales.size());
+    w.scales = TensorView(m.host_scales.data(), DType::F32, {nf});
+    w.zero_scales = TensorView(m.host_zero_scales.data(), DType::F32, {nf});
+  }
+  return w;
 }
 
 WeightView Qwen2Weights::weight_view(const Matrix& m) const {

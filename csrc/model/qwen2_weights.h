@@ -58,6 +58,9 @@ class Qwen2Weights {
     int64_t rows = 0, cols = 0, group = 0;
     std::string perm_from;
     bool perm_set = false;
+    // Off the CPU: the packed codes are built here, uploaded at finalize().
+    std::vector<uint8_t> host_codes;
+    std::vector<float> host_scales, host_zero_scales;
   };
   struct LayerBuffers {
     Matrix qkv_w, o_w, gate_up_w, down_w;
@@ -67,6 +70,8 @@ class Qwen2Weights {
   TensorView matrix_view(const Buffer& b, int64_t rows, int64_t cols, bool packed) const;
   Matrix layer_matrix(int64_t rows, int64_t cols) const;
   WeightView weight_view(const Matrix& m) const;
+  // Where set_quantized packs a matrix: its buffers on the CPU, its host staging otherwise.
+  WeightView packing_view(Matrix& m) const;
   // The matrix a layer tensor name goes to, its first row there, and whether
   // it is part of the gate/up pair; null for other names.
   Matrix* locate(const std::string& name, int64_t* row0, bool* gate_up);

@@ -1,6 +1,7 @@
 #include "ops/kernel_table.h"
 
 #include "cpu/kernels.h"
+#include "fastdllm/error.h"
 #ifdef FASTDLLM_WITH_CUDA
 #include "cuda/cuda_kernels.h"
 #endif
@@ -31,6 +32,30 @@ static KernelTable make_cpu_table() {
   return t;
 }
 
+#ifdef FASTDLLM_WITH_CUDA
+// The GPU's integer GEMM takes its own argument block (cuda/cuda_kernels.h);
+// fused SiLU*mul is a CPU epilogue (the model runs gate/up, then silu_mul).
+static void cuda_linear_int(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
+                            const float* residual, float* out, int64_t m, bool silu) {
+  FDL_CHECK(!silu, "linear_silu_mul with integer weights is CPU-only");
+  FDL_CHECK(!bias || bias_dtype == DType::F32, "linear (integer weights) on cuda: bias must be float32");
+  cuda::IntGemmArgs a;
+  a.codes = w.values.ptr<uint8_t>();
+  a.scales = w.scales.ptr<float>();
+  a.zero_scales = w.zero_scales.ptr<float>();
+  a.perm = w.perm.defined() ? w.perm.ptr<int32_t>() : nullptr;
+  a.bits = format_traits(w.format).bits;
+  a.group = w.group_size;
+  a.bias = static_cast<const float*>(bias);
+  a.residual = residual;
+  a.out = out;
+  a.m = m;
+  a.n = w.rows();
+  a.k = w.cols();
+  cuda::linear_int(x, x_dtype, a);
+}
+#endif
+
 static KernelTable make_cuda_table() {
   KernelTable t;
 #ifdef FASTDLLM_WITH_CUDA
@@ -38,6 +63,7 @@ static KernelTable make_cuda_table() {
   t.rms_norm = cuda::rms_norm;
   t.rope = cuda::rope;
   t.linear = cuda::linear;
+  t.linear_int = cuda_linear_int;
   t.silu_mul = cuda::silu_mul;
   t.add = cuda::add;
   t.kv_write = cuda::kv_write;

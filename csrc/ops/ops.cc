@@ -9,6 +9,9 @@
 
 #include "fastdllm/error.h"
 #include "cpu/int_weights.h"
+#ifdef FASTDLLM_WITH_CUDA
+#include "cuda/gemm/int_layout.h"
+#endif
 #include "cpu/packed_weights.h"
 #include "ops/kernel_table.h"
 
@@ -421,29 +424,52 @@ void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t 
 
 IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t rows, int64_t cols, int64_t group_size) {
   FDL_CHECK(is_integer_format(format), "int_weight_layout: ", format_traits(format).name, " is not an integer format");
-  FDL_CHECK(device == Device::CPU, "integer weight formats (", format_traits(format).name,
-            ") are not implemented for device ", device_name(device), " yet");
   FDL_CHECK(group_size > 0 && group_size % 2 == 0 && cols % group_size == 0, "group size ", group_size,
             " must be even and divide in_features ", cols);
+  const int bits = format_traits(format).bits;
   IntWeightLayout l;
-  l.code_bytes = cpu::int_code_bytes(format_traits(format).bits, rows, cols);
-  l.param_floats = cpu::int_param_floats(rows, cols / group_size);
+  if (device == Device::CPU) {
+    l.code_bytes = cpu::int_code_bytes(bits, rows, cols);
+    l.param_floats = cpu::int_param_floats(rows, cols / group_size);
+    return l;
+  }
+#ifdef FASTDLLM_WITH_CUDA
+  FDL_CHECK(cols % 8 == 0 && group_size % 8 == 0, "integer weights on cuda need in_features (", cols,
+            ") and the group size (", group_size, ") to be multiples of 8");
+  l.code_bytes = cuda::int_code_bytes(bits, rows, cols);
+  l.param_floats = cuda::int_param_floats(rows, cols / group_size);
   return l;
+#else
+  throw InvalidArgument(detail::concat("integer weight formats (", format_traits(format).name,
+                                       ") are not implemented for device ", device_name(device), " in this build"));
+#endif
 }
 
-void pack_int_weight_rows(const uint8_t* q, const float* scales, const float* zeros, int64_t rows, int64_t row0,
-                          int64_t gate_up_inter, const WeightView& w) {
-  FDL_CHECK(w.values.device == Device::CPU, "pack_int_weight_rows: packing happens in host memory");
-  FDL_CHECK(gate_up_inter == 0 || gate_up_inter % cpu::kPanelRows == 0, "pack_int_weight_rows: the intermediate size ",
-            gate_up_inter, " is not a multiple of ", cpu::kPanelRows);
-  cpu::IntPackTarget t;
-  t.codes = w.values.ptr<uint8_t>();
-  t.scales = w.scales.ptr<float>();
-  t.zero_scales = w.zero_scales.ptr<float>();
-  t.bits = format_traits(w.format).bits;
-  t.k = w.cols();
-  t.groups = w.groups();
-  cpu::pack_int_rows(q, scales, zeros, rows, row0, gate_up_inter, t);
+void pack_int_weight_rows(Device device, const uint8_t* q, const float* scales, const float* zeros, int64_t rows,
+                          int64_t row0, int64_t gate_up_inter, const WeightView& w) {
+  const int bits = format_traits(w.format).bits;
+  if (device == Device::CPU) {
+    FDL_CHECK(gate_up_inter == 0 || gate_up_inter % cpu::kPanelRows == 0,
+              "pack_int_weight_rows: the intermediate size ", gate_up_inter, " is not a multiple of ",
+              cpu::kPanelRows);
+    cpu::IntPackTarget t;
+    t.codes = w.values.ptr<uint8_t>();
+    t.scales = w.scales.ptr<float>();
+    t.zero_scales = w.zero_scales.ptr<float>();
+    t.bits = bits;
+    t.k = w.cols();
+    t.groups = w.groups();
+    cpu::pack_int_rows(q, scales, zeros, rows, row0, gate_up_inter, t);
+    return;
+  }
+#ifdef FASTDLLM_WITH_CUDA
+  FDL_CHECK(gate_up_inter == 0, "pack_int_weight_rows: the gate/up interleave is CPU-only");
+  cuda::pack_int_rows_host(q, scales, zeros, rows, row0, bits, w.cols(), w.groups(), w.values.ptr<uint8_t>(),
+                           w.scales.ptr<float>(), w.zero_scales.ptr<float>());
+#else
+  throw InvalidArgument(detail::concat("pack_int_weight_rows: no layout for device ", device_name(device),
+                                       " in this build"));
+#endif
 }
 
 }  // namespace fastdllm::ops

@@ -122,11 +122,12 @@ struct IntWeightLayout {
 IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t rows, int64_t cols, int64_t group_size);
 // ... and packing canonical codes into it: q [rows, cols] (one code per byte, in
 // the input order of w.perm), scales and zero points [rows, groups] fp32 become
-// rows [row0, row0 + rows) of w (host storage of int_weight_layout's sizes,
-// zeroed). gate_up_inter > 0: the rows are of the logical [gate; up] matrix of
-// that intermediate size, interleaved for linear_silu_mul.
-void pack_int_weight_rows(const uint8_t* q, const float* scales, const float* zeros, int64_t rows, int64_t row0,
-                          int64_t gate_up_inter, const WeightView& w);
+// rows [row0, row0 + rows) of w, whose pointers are HOST storage of the
+// device's layout and int_weight_layout's sizes, zeroed (the caller uploads a
+// GPU matrix). gate_up_inter > 0 (CPU only): the rows are of the logical
+// [gate; up] matrix of that intermediate size, interleaved for linear_silu_mul.
+void pack_int_weight_rows(Device device, const uint8_t* q, const float* scales, const float* zeros, int64_t rows,
+                          int64_t row0, int64_t gate_up_inter, const WeightView& w);
 
 }  // namespace ops
 }  // namespace fastdllm
