@@ -408,3 +408,43 @@ def test_forward_candidates_come_down_whole(tmp_path):
             np.testing.assert_array_equal(cand[r, :count[r], 1].view(np.float32), logits[r, cand[r, :count[r], 0]])
             nucleus, _ = sampling_reference(logits[r], 1.0, top_p, 0, exclude=4095)
             assert set(nucleus) <= got
+
+
+# ---- integer weights (issue: low-bit weights) ----
+def _int_codes(n, k, bits, group, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 1 << bits, (n, k)).astype(np.uint8)
+    s = (rng.random((n, k // group)) * 0.02 + 0.001).astype(np.float32)
+    z = rng.integers(0, 1 << bits, (n, k // group)).astype(np.float32)
+    w = (q.astype(np.float64) - np.repeat(z, group, 1)) * np.repeat(s, group, 1)
+    return q, s, z, w
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8, 17, 32, 64, 65])
+@pytest.mark.parametrize("fmt,bits", [("int8", 8), ("int4", 4)])
+@pytest.mark.parametrize("n,k,group", [(24, 64, 64), (331, 256, 128), (2048, 1536, 128), (1536, 8960, 128)])
+def test_linear_int_matches_dequantized(rows, fmt, bits, n, k, group):
+    q, s, z, w = _int_codes(n, k, bits, group)
+    x, b, r = randn(rows, k), randn(n), randn(rows, n)
+    perm = np.random.default_rng(1).permutation(k).astype(np.int32)
+    wp = np.empty_like(w)
+    wp[:, perm] = w
+    got = ops.linear_int(x, q, s, z, format=fmt, group_size=group, bias=b, residual=r, device="cuda")
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.T + b + r, rtol=1e-4, atol=1e-3)
+    got = ops.linear_int(x, q, s, z, perm=perm, format=fmt, group_size=group, device="cuda")
+    np.testing.assert_allclose(got, x.astype(np.float64) @ wp.T, rtol=1e-4, atol=1e-3)
+
+
+def test_quantized_engine_on_the_gpu_matches_the_cpu(tmp_path):
+    """A GPTQ int4 checkpoint decodes the same on the GPU as on the CPU's fp32 (AVX2) path."""
+    import os
+    from test_quant_model import QCFG, write_quantized
+    write_quantized(str(tmp_path / "q"), QCFG, method="gptq", bits=4, group=64)
+    os.environ["FASTDLLM_ISA"] = "avx2"
+    try:
+        with fastdllm_rt.Engine(str(tmp_path / "q"), device="cpu", kv_dtype="float32") as c, \
+                fastdllm_rt.Engine(str(tmp_path / "q"), device="cuda", kv_dtype="float32") as g:
+            ids = list(range(3, 60))
+            np.testing.assert_allclose(g.logits(ids), c.logits(ids), atol=2e-3, rtol=1e-3)
+    finally:
+        del os.environ["FASTDLLM_ISA"]

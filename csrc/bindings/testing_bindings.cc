@@ -343,16 +343,21 @@ void bind_testing(py::module_& t) {
   // Integer-format linear: canonical codes q [N, K] (uint8, in perm's input order),
   // scales / zeros [N, K / group] packed with ops::pack_int_weight_rows, then
   // ops::linear, or ops::linear_silu_mul when silu (q is then [gate; up], 2I rows).
+  // Integer-format linear: canonical codes q [N, K] (uint8, in perm's input order),
+  // scales / zeros [N, K / group] packed with ops::pack_int_weight_rows in the
+  // device's layout, then ops::linear, or ops::linear_silu_mul when silu (CPU;
+  // q is then [gate; up], 2I rows).
   m.def("linear_int", [](py::array x, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> q,
                          py::array_t<float, py::array::c_style | py::array::forcecast> scales,
                          py::array_t<float, py::array::c_style | py::array::forcecast> zeros, py::object perm,
                          const std::string& format, int64_t group, py::object bias, py::object residual, bool silu,
-                         const std::string& x_dt) {
+                         const std::string& x_dt, const std::string& device) {
     const int64_t n = q.shape(0), k = q.shape(1);
+    OnDevice d(device);
     WeightView w;
     w.format = weight_format_from_name(format.c_str());
     w.group_size = group;
-    const ops::IntWeightLayout lay = ops::int_weight_layout(Device::CPU, w.format, n, k, group);
+    const ops::IntWeightLayout lay = ops::int_weight_layout(d.dev, w.format, n, k, group);
     std::vector<uint8_t> codes(size_t(lay.code_bytes), 0);
     std::vector<float> sc(size_t(lay.param_floats), 0.f), zs(size_t(lay.param_floats), 0.f);
     std::vector<int32_t> pv;
@@ -366,9 +371,15 @@ void bind_testing(py::module_& t) {
     FDL_CHECK(scales.ndim() == 2 && scales.shape(0) == n && scales.shape(1) == w.groups() &&
                   zeros.ndim() == 2 && zeros.shape(0) == n && zeros.shape(1) == w.groups(),
               "linear_int: scales and zeros must be [", n, ", ", w.groups(), "]");
-    ops::pack_int_weight_rows(Device::CPU, q.data(), scales.data(), zeros.data(), n, 0, silu ? n / 2 : 0, w);
+    ops::pack_int_weight_rows(d.dev, q.data(), scales.data(), zeros.data(), n, 0, silu ? n / 2 : 0, w);
+    // the codes take code_bytes (not the logical [N, K] bytes): copied flat
+    w.values = TensorView(d.in(TensorView(codes.data(), DType::U8, {lay.code_bytes})).data, DType::U8, {n, k}, d.dev);
+    w.scales = d.in(w.scales);
+    w.zero_scales = d.in(w.zero_scales);
+    if (w.perm.defined()) w.perm = d.in(w.perm);
     auto out = empty_f32({x.shape(0), py::ssize_t(silu ? n / 2 : n)});
-    const TensorView xv = as_view(x, x_dt), bv = opt_view(bias), rv = opt_view(residual), ov = as_view(out);
+    const TensorView xv = d.in(as_view(x, x_dt)), bv = d.in(opt_view(bias)), rv = d.in(opt_view(residual)),
+                     ov = d.out(as_view(out));
     {
       py::gil_scoped_release nogil;
       if (silu)
@@ -376,10 +387,11 @@ void bind_testing(py::module_& t) {
       else
         ops::linear(xv, w, bv, rv, ov);
     }
+    d.finish();
     return out;
   }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("zeros"), py::arg("perm") = py::none(),
      py::arg("format") = "int4", py::arg("group_size") = 128, py::arg("bias") = py::none(),
-     py::arg("residual") = py::none(), py::arg("silu") = false, py::arg("x_dtype") = "");
+     py::arg("residual") = py::none(), py::arg("silu") = false, py::arg("x_dtype") = "", py::arg("device") = "cpu");
   m.def("silu_mul", [](py::array gu, const std::string& out_dtype, const std::string& device) -> py::array {
     py::array out = operand_out({gu.shape(0), gu.shape(1) / 2}, out_dtype);
     OnDevice d(device);
