@@ -112,10 +112,12 @@ def main():
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--out")
     a = ap.parse_args()
-    s = dict(TINY if a.shape == "tiny" else QWEN25_1_5B)
+    # Untied: a random TIED model predicts its input token (the embedding dominates
+    # the residual stream, and the lm_head is that embedding), which says nothing.
+    s = dict(TINY if a.shape == "tiny" else QWEN25_1_5B, tie_word_embeddings=False)
     if a.layers:
         s["num_hidden_layers"] = a.layers
-    name = f"fastdllm_quality2_{a.shape}_{s['num_hidden_layers']}l"
+    name = f"fastdllm_quality3_{a.shape}_{s['num_hidden_layers']}l"
     float_dir = write_gaussian_model(os.path.join(a.dir, name), s)
     rng = np.random.default_rng(123)
     seqs = [list(map(int, rng.integers(3, s["vocab_size"] - 1, a.seq_len))) for _ in range(a.sequences)]

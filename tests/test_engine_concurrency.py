@@ -131,11 +131,12 @@ def test_half_read_streams_and_other_calls_make_progress(engine, singles):
         assert res.token_ids == singles[(PROMPTS[1], 1)].token_ids
         a, b = engine.stream(PROMPTS[2], **settings(2)), engine.stream(PROMPTS[3], **settings(3))
         ta, tb = [], []
-        for x, y in zip(a, b):  # two streams interleaved on one thread
-            ta.append(x)
-            tb.append(y)
-        ta += list(a)
-        tb += list(b)
+        while True:  # two streams interleaved on one thread (zip would drop a's delta when b ends first)
+            x, y = next(a, None), next(b, None)
+            ta += [x] if x is not None else []
+            tb += [y] if y is not None else []
+            if x is None and y is None:
+                break
         assert "".join(ta) == singles[(PROMPTS[2], 2)].text and "".join(tb) == singles[(PROMPTS[3], 3)].text
         rest = first + "".join(g)
         assert rest == singles[(PROMPTS[0], 0)].text

@@ -138,6 +138,20 @@ def cmd_demo(a: argparse.Namespace) -> int:
         return _stream(engine, _prompt(a.prompt), a)
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        from .serve.server import serve
+    except ImportError as e:
+        raise ValueError(f"serving needs the 'serve' extra ({e.name} is missing): "
+                         "pip install 'fastdllm_rt[serve]'") from None
+    api_key = a.api_key or os.environ.get("FASTDLLM_API_KEY")
+    serve(a.model_dir, host=a.host, port=a.port, model_name=a.model_name, api_key=api_key, max_queue=a.max_queue,
+          drain_timeout=a.drain_timeout, device=a.device, dtype=a.dtype, threads=a.threads,
+          max_seq_len=a.max_seq_len, max_memory=a.max_memory, quantize=a.quantize,
+          max_batch_size=a.max_batch_size)
+    return 0
+
+
 def cmd_quantize(a: argparse.Namespace) -> int:
     from .quant.quantize import quantize_model
 
@@ -165,6 +179,24 @@ def main(argv=None) -> int:
     d.add_argument("--dir", help="where to write the demo model (default: a temp folder)")
     _add_gen_args(d)
     d.set_defaults(fn=cmd_demo)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the 'serve' extra)")
+    sv.add_argument("model_dir")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $FASTDLLM_API_KEY, else none)")
+    sv.add_argument("--model-name", help="the model id clients send (default: the folder's name)")
+    sv.add_argument("--max-batch-size", type=int, default=16, help="requests decoded together")
+    sv.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get 503")
+    sv.add_argument("--drain-timeout", type=float, default=30.0,
+                    help="seconds in-flight requests get to finish on SIGTERM")
+    e = sv.add_argument_group("engine")
+    e.add_argument("--dtype", default="auto")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--threads", type=int)
+    e.add_argument("--max-seq-len", type=int)
+    e.add_argument("--max-memory")
+    e.add_argument("--quantize", choices=("int8", "int4"))
+    sv.set_defaults(fn=cmd_serve)
     q = sub.add_parser("quantize", help="write an int8 / int4 copy of a float model folder (GPTQ or AWQ layout)")
     q.add_argument("model_dir")
     q.add_argument("out_dir")

@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from . import _C
 from .generation_config import GenerationConfig
@@ -275,6 +275,55 @@ class TextStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class AsyncTextStream:
+    """TextStream for asyncio: ``async for delta in stream``; ``result`` once it
+    is exhausted; ``aclose()`` / ``close()`` (or dropping it) cancels the
+    request and frees its KV pages at once. Waiting costs no thread per stream
+    (the engine's notifier wakes it)."""
+
+    def __init__(self, engine: "Engine", tracked: _Tracked):
+        self._engine = engine
+        self._t = tracked
+        self.result: Optional[GenerationResult] = None
+
+    @property
+    def text(self) -> str:
+        """The text streamed so far."""
+        return self._t.text
+
+    def __aiter__(self) -> "AsyncTextStream":
+        return self
+
+    async def __anext__(self) -> str:
+        t = self._t
+        try:
+            while True:
+                delta = t.poll()
+                if delta:
+                    return delta
+                if t.finished:
+                    self.result = t.take()
+                    raise StopAsyncIteration
+                await self._engine._notifier.wait(t.request, t.version)
+        except (StopAsyncIteration, GenerationError):
+            raise
+        except BaseException:  # cancelled (client gone, task cancelled): free the pages now
+            t.cancel()
+            raise
+
+    async def aclose(self) -> None:
+        self._t.cancel()
+
+    def close(self) -> None:
+        self._t.cancel()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class _Notifier:
@@ -638,25 +687,20 @@ class Engine:
         return TextStream(self._track([self._submit(prompt_ids, cfg)], cfg, with_text=False)[0])
 
     # ---- asyncio ---------------------------------------------------------------
-    async def astream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> AsyncIterator[str]:
-        """``async for delta in engine.astream(prompt)``: stream() for asyncio.
+    def astream(self, prompt: Prompt, chat: Optional[bool] = None, **gen) -> "AsyncTextStream":
+        """``async for delta in engine.astream(prompt)``: stream() for asyncio
+        (an AsyncTextStream; bad parameters raise here, before anything runs).
         Leaving early (break, aclose(), garbage collection) cancels the request
-        and frees its pages."""
+        and frees its pages; ``result`` holds the GenerationResult at the end."""
         cfg = self._config(gen)
         ids = self.encode_prompt(prompt, chat)
-        t = self._track([self._submit(ids, cfg)], cfg, with_text=True)[0]
-        try:
-            while True:
-                delta = t.poll()
-                if delta:
-                    yield delta
-                    continue
-                if t.finished:
-                    t.take()
-                    return
-                await self._notifier.wait(t.request, t.version)
-        finally:
-            t.cancel()
+        return AsyncTextStream(self, self._track([self._submit(ids, cfg)], cfg, with_text=True)[0])
+
+    def astream_ids(self, prompt_ids: Sequence[int], **gen) -> "AsyncTextStream":
+        """astream() from token ids (text deltas need the folder's tokenizer)."""
+        cfg = self._config(gen)
+        return AsyncTextStream(self, self._track([self._submit(prompt_ids, cfg)], cfg,
+                                                 with_text=self.tokenizer is not None)[0])
 
     async def agenerate(self, prompts: Union[Prompt, List[Prompt]], chat: Optional[bool] = None,
                         **gen) -> List[GenerationResult]:
