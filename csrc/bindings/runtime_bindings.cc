@@ -83,6 +83,7 @@ py::dict state_dict(const RequestState& s) {
   d["finish_reason"] = s.finish_reason;
   d["error"] = s.error;
   d["output"] = s.output;
+  d["commit_steps"] = s.commit_steps;
   d["prompt_len"] = s.prompt_len;
   d["num_forwards"] = s.num_forwards;
   d["prefix_hit_tokens"] = s.prefix_hit_tokens;

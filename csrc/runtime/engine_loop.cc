@@ -52,12 +52,14 @@ void Request::publish(const Sequence& s, bool final) {
   if (!changed) return;
   if (state_.first_forward_s == 0 && s.num_forwards() > 0) state_.first_forward_s = now_s();
   state_.decoded = std::move(decoded);
+  state_.commit_steps = s.commit_steps(int64_t(state_.decoded.size()));
   state_.num_forwards = s.num_forwards();
   state_.prefix_hit_tokens = s.prefix_hit_tokens();
   if (final) {
     state_.done = true;
     state_.finish_reason = s.finish_reason();
     state_.output = s.output();
+    state_.commit_steps = s.commit_steps(int64_t(state_.output.size()));
     state_.finished_s = now_s();
   }
   ++state_.version;

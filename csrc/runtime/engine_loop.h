@@ -29,6 +29,7 @@ struct RequestState {
   std::string finish_reason;       // "stop", "length", "cancelled" or "error" once done
   std::string error;               // why it failed ("error"), or why it was dropped
   std::vector<int32_t> output;     // the generated ids, once done (not for errors)
+  std::vector<int32_t> commit_steps;  // per id of output (once done; else of decoded): its forward, 1-based
   int64_t prompt_len = 0;
   int64_t num_forwards = 0;        // as the spec counts them
   int64_t prefix_hit_tokens = 0;   // prompt tokens served by the prefix cache

@@ -164,6 +164,16 @@ bool Sequence::enough_tokens() const {
   return p_.length_rule == LengthRule::Tokens && decoded_end() - p0_ >= p_.max_new_tokens;
 }
 
+void Sequence::push_token(int32_t token, int64_t step) {
+  x_.push_back(token);
+  commit_step_.push_back(int32_t(step));
+}
+
+std::vector<int32_t> Sequence::commit_steps(int64_t n) const {
+  n = std::min<int64_t>(n, int64_t(commit_step_.size()));
+  return std::vector<int32_t>(commit_step_.begin(), commit_step_.begin() + n);
+}
+
 std::vector<int32_t> Sequence::output() const {
   std::vector<int32_t> out(x_.begin() + p0_, x_.end());
   const int64_t fs = first_stop(p0_);
@@ -234,7 +244,7 @@ bool Sequence::next(int64_t budget, ForwardRequest* req) {
         if (remaining == 0) {  // every prompt block came from the prefix cache
           prefill_pending_ = false;
           ++forwards_;  // the spec's prefill forward, served without running
-          if (p0_ % B == 0) x_.push_back(next_tokens_.back());
+          if (p0_ % B == 0) push_token(next_tokens_.back(), forwards_);
           continue;
         }
         // Chunks of whole blocks: the block-causal prefill computes the same
@@ -261,6 +271,7 @@ bool Sequence::next(int64_t budget, ForwardRequest* req) {
       case Action::StartBlock: {
         pb_ = int64_t(x_.size());
         x_.insert(x_.end(), size_t(B - pb_ % B), p_.mask_id);
+        commit_step_.insert(commit_step_.end(), size_t(B - pb_ % B), -1);
         in_block_ = true;
         block_cache_valid_ = false;
         --blocks_left_;
@@ -354,7 +365,7 @@ void Sequence::on_result(const RowResults& r) {
       prefilled_ += len;
       if (!pending_.rows.empty()) {
         next_tokens_.back() = r.top2_index[0];
-        x_.push_back(r.top2_index[0]);  // the AR token from the last prompt position
+        push_token(r.top2_index[0], forwards_ + 1);  // the AR token from the last prompt position
       }
       if (prefilled_ == prefill_tokens_) {
         prefill_pending_ = false;
@@ -370,7 +381,7 @@ void Sequence::on_result(const RowResults& r) {
       next_tokens_.push_back(r.top2_index[0]);
       in_block_ = false;
       block_cache_valid_ = false;
-      x_.push_back(r.top2_index[0]);
+      push_token(r.top2_index[0], forwards_ + 1);
       ++forwards_;
       cache_committed();
       break;
@@ -414,7 +425,11 @@ void Sequence::on_result(const RowResults& r) {
         unmask_.assign(size_t(n), 0);
         policy_->select(stats_.data(), n, unmask_.data());
         for (int k = 0; k < n; ++k)
-          if (unmask_[size_t(k)]) x_[size_t(start + masked_[size_t(k)])] = stats_[size_t(k)].token;
+          if (unmask_[size_t(k)]) {
+            const int64_t at = start + masked_[size_t(k)];
+            x_[size_t(at)] = stats_[size_t(k)].token;
+            commit_step_[size_t(at - p0_)] = int32_t(forwards_ + 1);
+          }
       }
       if (pending_.kind == StepKind::Denoise && p_.use_block_cache) block_cache_valid_ = true;
       ++forwards_;

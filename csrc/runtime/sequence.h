@@ -121,6 +121,10 @@ class Sequence {
   // and including the first stop token.
   std::vector<int32_t> decoded_prefix() const;
   std::vector<int32_t> output() const;  // the generated ids after the spec's final truncation (once done)
+  // For the first n generated tokens (of output() or decoded_prefix()): the
+  // forward (1-based, counted as num_forwards) that committed each, so that
+  // tools can show the decode order.
+  std::vector<int32_t> commit_steps(int64_t n) const;
   int64_t num_forwards() const { return forwards_; }  // counted as the spec counts them
   int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
   const char* finish_reason() const;  // "stop", "length" or "" while running
@@ -135,6 +139,7 @@ class Sequence {
   void take_pages(PageTable& table, int64_t tokens);  // grows a table from the reservation
   void check_finite(const RowResults& r, int rows) const;
   void cache_committed();  // registers the committed blocks with the prefix cache
+  void push_token(int32_t token, int64_t step);  // appends a committed token (and its forward)
 
   int64_t id_;
   GenerationParams p_;
@@ -142,6 +147,7 @@ class Sequence {
   int64_t vocab_ = 0;
   int page_size_ = 0;
   std::vector<int32_t> x_;
+  std::vector<int32_t> commit_step_;  // per generated position of x_: its commit forward, -1 while masked
   int64_t p0_ = 0;
   int64_t prefill_tokens_ = 0;  // floor(P0/B)*B when P0 > B (strictly, as upstream), else 0
   int64_t prefilled_ = 0;       // prompt tokens committed so far (chunked prefills, prefix hits)

@@ -152,6 +152,37 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .tools.bench import run_bench
+
+    with _engine(a.model_dir, a) as engine:
+        report = run_bench(engine, prompts=a.prompts, concurrency=a.concurrency, max_new_tokens=a.max_new_tokens,
+                           progress=not a.quiet, **{k: v for k, v in _gen_kwargs(a).items() if k != "max_new_tokens"})
+    report.update(model_dir=os.path.abspath(a.model_dir), cpu_isa=_C.cpu_isa(), device=engine.device)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_trace(a: argparse.Namespace) -> int:
+    from .tools.trace import write_trace
+
+    with _engine(a.model_dir, a) as engine:
+        ids = engine.encode_prompt(_prompt(a.prompt), chat=not a.no_chat)
+        r = engine.generate_ids(ids, **_gen_kwargs(a))
+        bs = a.block_size or engine.config.bd_size
+        write_trace(r, a.out, engine.tokenizer, bs, prompt_tokens=len(ids), title=f"{os.path.basename(a.model_dir)}")
+    print(f"{a.out}: {len(r.token_ids)} tokens, {r.num_forwards} forwards, "
+          f"{r.tokens_per_forward:.2f} tokens per forward", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    from .tools.chat import chat_loop
+
+    with _engine(a.model_dir, a) as engine:
+        return chat_loop(engine, system=a.system, **_gen_kwargs(a))
+
+
 def cmd_quantize(a: argparse.Namespace) -> int:
     from .quant.quantize import quantize_model
 
@@ -179,6 +210,24 @@ def main(argv=None) -> int:
     d.add_argument("--dir", help="where to write the demo model (default: a temp folder)")
     _add_gen_args(d)
     d.set_defaults(fn=cmd_demo)
+    b = sub.add_parser("bench", help="throughput of a model folder: tokens/s, tokens per forward, time to first token")
+    b.add_argument("model_dir")
+    b.add_argument("--prompts", type=int, default=16)
+    b.add_argument("--concurrency", type=int, default=4)
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_gen_args(b)
+    b.set_defaults(fn=cmd_bench, max_new_tokens=128)
+    t = sub.add_parser("trace", help="a picture of the decode order (HTML, or PNG with matplotlib)")
+    t.add_argument("model_dir")
+    t.add_argument("prompt")
+    t.add_argument("--out", required=True, help="FILE.html or FILE.png")
+    _add_gen_args(t)
+    t.set_defaults(fn=cmd_trace)
+    c = sub.add_parser("chat", help="a chat REPL that keeps the conversation")
+    c.add_argument("model_dir")
+    c.add_argument("--system", help="a system message")
+    _add_gen_args(c)
+    c.set_defaults(fn=cmd_chat)
     sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (needs the 'serve' extra)")
     sv.add_argument("model_dir")
     sv.add_argument("--host", default="127.0.0.1")

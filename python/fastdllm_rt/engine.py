@@ -40,6 +40,8 @@ class GenerationResult:
     prompt_tokens: int
     cached_prompt_tokens: int = 0    # prompt tokens whose KV came from the prefix cache
     timings: Dict[str, float] = field(default_factory=dict)  # seconds: total_s, first_forward_s
+    # per token id: the forward (1-based, as num_forwards counts) that committed it: the decode order
+    commit_steps: List[int] = field(default_factory=list)
 
     @property
     def tokens_per_forward(self) -> float:
@@ -124,9 +126,11 @@ def _result(state: dict, text: Optional[str]) -> GenerationResult:
     timings = {"total_s": state["finished_s"] - state["submitted_s"]}
     if state["first_forward_s"]:
         timings["first_forward_s"] = state["first_forward_s"] - state["submitted_s"]
-    return GenerationResult(text=text, token_ids=list(state["output"]), finish_reason=state["finish_reason"],
+    ids = list(state["output"])
+    return GenerationResult(text=text, token_ids=ids, finish_reason=state["finish_reason"],
                             num_forwards=state["num_forwards"], prompt_tokens=state["prompt_len"],
-                            cached_prompt_tokens=state["prefix_hit_tokens"], timings=timings)
+                            cached_prompt_tokens=state["prefix_hit_tokens"], timings=timings,
+                            commit_steps=list(state["commit_steps"])[:len(ids)])
 
 
 class _Tracked:
