@@ -8,6 +8,8 @@ OpenAI's JSON error shape."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import uuid
 from typing import Optional
@@ -37,6 +39,13 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None, m
     """An app serving `engine` as `model_name`. api_key: required as a bearer
     token when set. max_queue: requests waiting beyond this get 503."""
     app = FastAPI(title="fastdllm_rt", docs_url=None, redoc_url=None)
+    replica = f"{socket.gethostname()}:{os.getpid()}"  # which process answered (replicas behind a proxy)
+
+    @app.middleware("http")
+    async def tag_replica(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Fastdllm-Replica"] = replica
+        return response
     metrics = ServerMetrics(engine)
     created = int(time.time())
     cap = engine.max_seq_len
