@@ -190,3 +190,50 @@ def test_engine_still_usable_after_errors(client, engine):
             client.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=10 ** 9)
     assert client.chat.completions.create(model=MODEL, messages=MSGS, max_tokens=8).choices[0].message.content
     assert pages_free(engine)
+
+
+def test_sigterm_drains_in_flight_requests(demo_dir):
+    """fastdllm-rt serve as users run it: SIGTERM lets a running stream finish,
+    then the process exits."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "fastdllm_rt.cli", "serve", demo_dir, "--port", str(port),
+                             "--model-name", MODEL, "--drain-timeout", "60"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        body = {"model": MODEL, "messages": MSGS, "max_tokens": 300, "threshold": 1.0, "stream": True}
+        got, done, finish = [], False, None
+        with httpx.Client(timeout=60) as h, h.stream("POST", url + "/v1/chat/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line == "data: [DONE]":
+                    done = True
+                    break
+                if line.startswith("data: {"):
+                    ev = json.loads(line[6:])
+                    if not got:
+                        proc.send_signal(signal.SIGTERM)  # mid-stream
+                    got.append(ev)
+                    if ev["choices"] and ev["choices"][0].get("finish_reason"):
+                        finish = ev["choices"][0]["finish_reason"]
+        assert done and finish == "length" and len(got) > 2
+        # uvicorn re-raises the captured SIGTERM once drained: the exit is "terminated by SIGTERM"
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,5 +1,5 @@
 """fastdllm_rt: a fast runtime for block-diffusion LLMs (Fast-dLLM v2)."""
-__version__ = "0.1.0"  # the one place the version lives (pyproject.toml reads it)
+__version__ = "0.2.0"  # the one place the version lives (pyproject.toml reads it)
 
 from . import _C
 from ._C import MemoryBudgetError, cpu_isa
