@@ -11,6 +11,7 @@
 #
 #   bash packaging/build_wheels.sh [sdist] [cpu] [cuda]     (default: sdist cpu, and cuda when nvcc is found)
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) (git archive, tar) stops the script too
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/dist}
@@ -46,6 +47,7 @@ wheel() {  # wheel VARIANT LABEL CUDA
   (cd "$dir" && CCACHE_BASEDIR="$dir" FASTDLLM_CUDA=$3 python3 -m pip wheel --no-deps --no-build-isolation \
       --disable-pip-version-check -q -w "$raw" \
       -C cmake.build-type=Release -C install.strip=true -C build-dir=build/wheel .)
+  rm -f "$OUT"/fastdllm_rt-*+"$2"-*.whl  # no stale wheel of this variant beside the new one
   auditwheel repair --wheel-dir "$OUT" "$raw"/*.whl | tail -1
   echo "== $1 wheel built in $(( $(date +%s) - t0 )) s"
 }
@@ -54,7 +56,9 @@ for t in "${targets[@]}"; do
   case $t in
     sdist) d=$(stage sdist ""); python3 -m build --sdist --outdir "$OUT" "$d" | tail -1 ;;
     cpu) wheel cpu cpu OFF ;;
-    cuda) wheel cuda cu130 ON ;;
+    cuda)  # the label names the toolkit it was built with: cu130 for CUDA 13.0
+      cu=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/cu\1\2/p')
+      wheel cuda "${cu:-cuda}" ON ;;
     *) echo "unknown target $t (sdist, cpu, cuda)" >&2; exit 2 ;;
   esac
 done

@@ -260,3 +260,26 @@ def test_quantize_refuses_a_quantized_checkpoint(tmp_path):
         Engine(path, quantize="int8")
     with pytest.raises(LoadError, match="quantize must be one of"):
         Engine(write_model(str(tmp_path / "f"), dict(QCFG)), quantize="int2")
+
+
+def test_logits_during_close_do_not_hang(tmp_path):
+    """A logits call queued while the engine closes returns or raises; it never blocks."""
+    import threading
+    path = write_model(str(tmp_path / "f"), dict(QCFG))
+    for _ in range(5):
+        e = Engine(path)
+        box = []
+
+        def call():
+            try:
+                for _ in range(50):
+                    e.logits(list(range(3, 200)))
+            except (ValueError, RuntimeError) as ex:
+                box.append(str(ex))
+
+        t = threading.Thread(target=call)
+        t.start()
+        e.close()
+        t.join(20)
+        assert not t.is_alive()
+        assert all("closed" in m for m in box), box

@@ -86,3 +86,14 @@ def test_chat_repl_keeps_the_conversation(engine):
     follow = engine.generate([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": second.text},
                                {"role": "user", "content": "and then?"}]], max_new_tokens=16)[0]
     assert second.text in text and follow.text in text  # the second reply saw the first exchange
+
+
+def test_mask_token_in_the_prompt_tail(engine):
+    """The first block starts inside the prompt when its length is not a
+    multiple of the block size; a prompt position holding the mask token is
+    then denoised too (as upstream) and must not be taken for output."""
+    m = engine.config.mask_token_id
+    for prompt in ([5, 6, m, 7], [m] * 5, [9] * 31 + [m]):
+        r = engine.generate_ids(prompt, max_new_tokens=40, threshold=0.5)
+        assert len(r.commit_steps) == len(r.token_ids) == 40
+        assert all(1 <= s <= r.num_forwards for s in r.commit_steps)

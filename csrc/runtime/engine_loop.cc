@@ -138,6 +138,9 @@ std::vector<float> EngineLoop::logits(const std::vector<int32_t>& tokens, int bl
     FDL_CHECK(!stop_, "the engine is closed");
     jobs_.push_back([task] { (*task)(); });
   }
+  // The job holds the only reference: if the loop closes before running it,
+  // dropping it breaks the promise and done.get() below throws future_error.
+  task.reset();
   wake_.notify_all();
   try {
     done.get();  // rethrows what score threw

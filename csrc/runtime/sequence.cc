@@ -428,7 +428,8 @@ void Sequence::on_result(const RowResults& r) {
           if (unmask_[size_t(k)]) {
             const int64_t at = start + masked_[size_t(k)];
             x_[size_t(at)] = stats_[size_t(k)].token;
-            commit_step_[size_t(at - p0_)] = int32_t(forwards_ + 1);
+            // a prompt position that held the mask token (the first block may start in the prompt's tail)
+            if (at >= p0_) commit_step_[size_t(at - p0_)] = int32_t(forwards_ + 1);
           }
       }
       if (pending_.kind == StepKind::Denoise && p_.use_block_cache) block_cache_valid_ = true;

@@ -105,7 +105,9 @@ void launch(const TX* x, const IntGemmArgs& a) {
   const unsigned blocks = unsigned((a.n + cols_per_block - 1) / cols_per_block);
   const size_t smem = size_t(MT) * kChunk * sizeof(float);
   auto kern = int_gemm_kernel<BITS, MT, CW, TX>;
-  cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  const cudaError_t rc = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  FDL_CHECK(rc == cudaSuccess, "linear (integer weights) on cuda: ", smem, " bytes of shared memory refused (",
+            cudaGetErrorString(rc), ")");
   kern<<<blocks, kWarps * 32, smem, stream()>>>(x, a.perm, a.codes, a.scales, a.zero_scales, a.bias, a.residual,
                                                 a.out, int(a.m), int(a.n), int(a.k), int(a.group));
 }

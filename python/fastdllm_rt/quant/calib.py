@@ -101,7 +101,7 @@ def calibration_ids(model_dir: str, config, calib_file: Optional[str], samples: 
                     seed: int = 0) -> List[np.ndarray]:
     """Token sequences: from calib_file (one text per line, or the whole file
     cut into windows), else the built-in prompts followed by the model's own
-    greedy continuation; without a tokenizer, the model's own generations from
+    sampled continuation (a seed per sample); without a tokenizer, the model's own generations from
     random prompts."""
     import os
 
@@ -129,8 +129,15 @@ def calibration_ids(model_dir: str, config, calib_file: Optional[str], samples: 
         if has_tok:
             prompts = [e.encode_prompt(p) for p in BUILTIN_PROMPTS]
         else:
-            prompts = [list(rng.integers(0, config.vocab_size, 16)) for _ in range(min(samples, 16))]
+            prompts = [list(map(int, rng.integers(0, config.vocab_size, 16))) for _ in range(samples)]
         prompts = (prompts * (samples // len(prompts) + 1))[:samples]
         gen = max(32, seq_len - max(len(p) for p in prompts)) // 32 * 32
-        results = e.generate_ids(prompts, max_new_tokens=gen)
+        # sampled continuations, a seed per sample: repeated prompts still give distinct sequences
+        streams = [e.stream_ids(p, max_new_tokens=gen, temperature=0.7, top_p=0.95, seed=seed + i)
+                   for i, p in enumerate(prompts)]  # all queued at once: they decode as one batch
+        results = []
+        for s in streams:
+            for _ in s:
+                pass
+            results.append(s.result)
     return [np.asarray((list(p) + list(r.token_ids))[:seq_len], np.int32) for p, r in zip(prompts, results)]

@@ -7,6 +7,7 @@ away cancels its request at once (its KV pages are freed); errors use
 OpenAI's JSON error shape."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -24,6 +25,35 @@ from .metrics import ServerMetrics
 from .protocol import APIError, Parsed, parse, param_of
 
 
+class ReplicaHeader:
+    """Adds X-Fastdllm-Replica (host:pid: which process answered, behind a
+    proxy). Plain ASGI rather than BaseHTTPMiddleware, which would hide a
+    client's disconnect from the routes."""
+
+    def __init__(self, app):
+        self.app = app
+        self.value = f"{socket.gethostname()}:{os.getpid()}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def tagged(message):
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=list(message.get("headers", [])) + [(b"x-fastdllm-replica",
+                                                                                    self.value)])
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+async def _cancel_on_disconnect(request: Request, stream) -> None:
+    """A non-streamed request whose client went away stops decoding (its pages go back)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.1)
+    stream.close()
+
+
 def _usage(result) -> dict:
     return {"prompt_tokens": result.prompt_tokens, "completion_tokens": len(result.token_ids),
             "total_tokens": result.prompt_tokens + len(result.token_ids)}
@@ -39,13 +69,7 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None, m
     """An app serving `engine` as `model_name`. api_key: required as a bearer
     token when set. max_queue: requests waiting beyond this get 503."""
     app = FastAPI(title="fastdllm_rt", docs_url=None, redoc_url=None)
-    replica = f"{socket.gethostname()}:{os.getpid()}"  # which process answered (replicas behind a proxy)
-
-    @app.middleware("http")
-    async def tag_replica(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["X-Fastdllm-Replica"] = replica
-        return response
+    app.add_middleware(ReplicaHeader)
     metrics = ServerMetrics(engine)
     created = int(time.time())
     cap = engine.max_seq_len
@@ -112,11 +136,16 @@ def create_app(engine: Engine, model_name: str, api_key: Optional[str] = None, m
         now = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         if not p.stream:
+            watcher = asyncio.ensure_future(_cancel_on_disconnect(request, s))
             try:
                 text = "".join([d async for d in s])
             except GenerationError as e:
                 return fail(endpoint, APIError(500, str(e), type="server_error"))
+            finally:
+                watcher.cancel()
             r = s.result
+            if r is None:  # cancelled: the client disconnected, nobody reads this
+                return fail(endpoint, APIError(499, "the client closed the connection", type="client_closed"))
             metrics.finished(r)
             metrics.requests.labels(endpoint, "200").inc()
             choice = {"index": 0, "finish_reason": r.finish_reason}
