@@ -140,6 +140,14 @@ def quantize_model(model_dir: str, out_dir: str, format: str = "int4", group_siz
             quantize(name, tensors[name])
     else:
         cal = calibration_ids(model_dir, config, calib_file, calib_samples, calib_seq_len)
+        rows = sum(len(c) for c in cal)
+        widest = max(config.hidden_size, config.intermediate_size)
+        if method == "gptq" and rows < 2 * widest:
+            # H = X^T X of fewer rows than columns is rank-deficient: GPTQ then fits
+            # its calibration set and can do worse than RTN on other inputs.
+            print(f"fastdllm-rt quantize: warning: {rows} calibration tokens for matrices with up to {widest} "
+                  f"inputs; GPTQ wants several times more (raise --calib-samples / --calib-seq-len)",
+                  file=sys.stderr)
         emb = tensors["model.embed_tokens.weight"]
         hs = [emb[ids] for ids in cal]
         layer = LayerInputs(config, config.rms_norm_eps, config.bd_size)
