@@ -111,15 +111,20 @@ def test_abandoned_streams_free_their_pages(engine):
         break  # leaving the loop drops the last reference: the stream is cancelled
     gc.collect()
     assert wait_for_pages_free(engine) == 0
-    s = engine.stream("Why?", max_new_tokens=256, threshold=1.0)
+    # long enough to be still running after its first delta, whatever the decode order
+    s = engine.stream("Why?", max_new_tokens=2048, threshold=1.0)
     next(s)
+    assert engine.stats()["requests_running"] == 1
     cycle = [s]
     cycle.append(cycle)  # kept alive by a reference cycle until the collector runs
     del s, cycle
     gc.collect()
     assert wait_for_pages_free(engine) == 0
+    end = time.time() + 10  # the stats the loop publishes after its last cancellation
+    while engine.stats()["requests_cancelled"] < 3 and time.time() < end:
+        time.sleep(0.01)
     st = engine.stats()
-    assert st["requests_running"] == 0 and st["requests_cancelled"] >= 3
+    assert st["requests_running"] == 0 and st["requests_cancelled"] >= 3, st
 
 
 def test_half_read_streams_and_other_calls_make_progress(engine, singles):

@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import threading
+import weakref
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
@@ -231,6 +232,13 @@ class _Tracked:
             self.request.cancel()
 
 
+def _cancel_quietly(tracked: "_Tracked") -> None:
+    try:
+        tracked.cancel()
+    except Exception:  # interpreter shutdown: the engine may be gone already
+        pass
+
+
 class TextStream:
     """Iterator over the text of one request as it is decoded: after every
     forward, the new text of the contiguous decoded prefix (never revised
@@ -242,6 +250,9 @@ class TextStream:
     def __init__(self, tracked: _Tracked):
         self._t = tracked
         self.result: Optional[GenerationResult] = None
+        # Cancels when this stream is collected, also from a reference cycle
+        # (a weakref callback: the cycle collector always runs it).
+        weakref.finalize(self, _cancel_quietly, tracked)
 
     def __iter__(self) -> "TextStream":
         return self
@@ -268,12 +279,6 @@ class TextStream:
     def close(self) -> None:
         self._t.cancel()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the engine may be gone already
-            pass
-
     def __enter__(self) -> "TextStream":
         return self
 
@@ -291,6 +296,7 @@ class AsyncTextStream:
         self._engine = engine
         self._t = tracked
         self.result: Optional[GenerationResult] = None
+        weakref.finalize(self, _cancel_quietly, tracked)  # as TextStream
 
     @property
     def text(self) -> str:
@@ -322,12 +328,6 @@ class AsyncTextStream:
 
     def close(self) -> None:
         self._t.cancel()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class _Notifier:
