@@ -116,7 +116,8 @@ CONFIG_CASES = [
     (dict(quantization_config={"quant_method": "gptq"}),
      "'quantization_config' does not fit tensor 'model.layers.0.mlp.down_proj.weight': group_size 128 does not divide "
      "in_features 136"),
-    (dict(quantization_config={"quant_method": "fp8"}), "'quantization_config.quant_method' 'fp8' is not supported"),
+    (dict(quantization_config={"quant_method": "bitsandbytes"}),
+     "'quantization_config.quant_method' 'bitsandbytes' is not supported"),
     (dict(quantization_config="gptq"), "'quantization_config' must be an object"),
 ]
 

@@ -283,3 +283,61 @@ def test_logits_during_close_do_not_hang(tmp_path):
         t.join(20)
         assert not t.is_alive()
         assert all("closed" in m for m in box), box
+
+
+def write_fp8(path, cfg, block=None, scale_shape="channel", seed=0, bad_scale=False):
+    """An fp8 (E4M3) checkpoint of random weights, scales per channel / tensor / block;
+    returns the dequantized fp32 weights, decoded with torch's float8_e4m3fn."""
+    rng = np.random.default_rng(seed)
+    w = random_weights(cfg, seed)
+    tensors, deq = {}, {}
+    for name, t in w.items():
+        base = name[:-len(".weight")]
+        if not any(base.endswith(m) for m in MATRICES):
+            tensors[name] = t.numpy()
+            deq[name] = t
+            continue
+        a = t.numpy()
+        n, k = a.shape
+        if block:
+            bn, bk = block
+            s = (rng.random((-(-n // bn), -(-k // bk))) * 0.01 + 0.001).astype(np.float32)
+            full = np.repeat(np.repeat(s, bn, 0), bk, 1)[:n, :k]
+            tensors[base + ".weight_scale_inv"] = s
+        else:
+            s = (rng.random((n, 1)) * 0.01 + 0.001).astype(np.float32) if scale_shape == "channel" \
+                else np.float32(0.004).reshape(())
+            full = np.broadcast_to(s, (n, k)) if s.ndim else np.full((n, k), s, np.float32)
+            tensors[base + ".weight_scale"] = s if s.ndim else np.asarray(s)
+        q = torch.from_numpy(a / full).to(torch.float8_e4m3fn)
+        tensors[name] = (q.view(torch.uint8).numpy(), "F8_E4M3")
+        deq[name] = q.float() * torch.from_numpy(np.ascontiguousarray(full))
+    if bad_scale:
+        tensors["model.layers.0.mlp.down_proj.weight_scale"] = np.ones((3,), np.float32)
+    os.makedirs(path, exist_ok=True)
+    c = dict(cfg, torch_dtype="float32")
+    c["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    if block:
+        c["quantization_config"]["weight_block_size"] = list(block)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(c, f)
+    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+    return deq
+
+
+@pytest.mark.parametrize("block,scale", [(None, "channel"), (None, "tensor"), ((64, 64), None), ((48, 80), None)])
+def test_fp8_checkpoint_matches_its_dequantized_weights(tmp_path, block, scale):
+    """fp8 checkpoints (E4M3 weights, weight_scale or block weight_scale_inv) load
+    dequantized to the model dtype (here fp32: exact), token for token."""
+    deq = write_fp8(str(tmp_path / "q"), QCFG, block=block, scale_shape=scale)
+    twin = dense_twin(str(tmp_path / "d"), QCFG, deq)
+    with Engine(str(tmp_path / "q")) as eq, Engine(twin) as ed:
+        np.testing.assert_array_equal(eq.logits(PROMPTS[0]), ed.logits(PROMPTS[0]))
+        a, b = eq.generate_ids(PROMPTS[0], max_new_tokens=32), ed.generate_ids(PROMPTS[0], max_new_tokens=32)
+        assert a.token_ids == b.token_ids and a.num_forwards == b.num_forwards
+
+
+def test_fp8_bad_scales_name_the_tensor(tmp_path):
+    write_fp8(str(tmp_path / "q"), QCFG, bad_scale=True)
+    with pytest.raises(LoadError, match=r"model.layers.0.mlp.down_proj.weight_scale' has shape \[3\]"):
+        Engine(str(tmp_path / "q"))

@@ -272,7 +272,7 @@ def _open_checked(model_dir: str, config: ModelConfig, stack: contextlib.ExitSta
             if ent.dtype not in dtypes:
                 raise LoadError(f"{path}: tensor '{name}' has dtype {ent.dtype}; "
                                 f"expected one of {sorted(dtypes)}")
-            if list(ent.shape) != list(shape):
+            if shape is not None and list(ent.shape) != list(shape):
                 raise LoadError(f"{path}: tensor '{name}' has shape {list(ent.shape)}, "
                                 f"expected {list(shape)} from config.json")
         files[path] = (f, names)
@@ -293,7 +293,7 @@ def _array(f: SafetensorsFile, name: str, np):
     view = f.data(name)
     try:
         raw = np.frombuffer(view, dtype={"F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-                                         "I32": np.int32}[ent.dtype]).reshape(ent.shape)
+                                         "I32": np.int32, "F8_E4M3": np.uint8}[ent.dtype]).reshape(ent.shape)
         if ent.dtype == "BF16":
             out = (raw.astype(np.uint32) << 16).view(np.float32)
         else:
@@ -355,7 +355,17 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
             for name in names:
                 ent = f.entries[name]
                 try:
-                    if spec is not None and name.startswith("model.layers.") and name.rsplit(".", 1)[1] in (
+                    if spec is not None and spec.method == "fp8" and (
+                            name.endswith((".weight_scale", ".weight_scale_inv")) or _is_layer_matrix(name)):
+                        base = name[: name.rindex(".weight")]
+                        got = parts.setdefault(base, {})
+                        got[name[len(base) + 1:]] = _array(f, name, np)
+                        scale = got.get("weight_scale", got.get("weight_scale_inv"))
+                        if "weight" in got and scale is not None:
+                            w = layouts.fp8_to_float(got["weight"], scale, spec, base)
+                            model.set_weight(base + ".weight", w, "float32", list(w.shape))
+                            del parts[base]
+                    elif spec is not None and name.startswith("model.layers.") and name.rsplit(".", 1)[1] in (
                             "qweight", "qzeros", "scales", "g_idx"):
                         base, suffix = name.rsplit(".", 1)
                         got = parts.setdefault(base, {})

@@ -42,9 +42,16 @@ def _pack_rows(vals: np.ndarray, bits: int) -> np.ndarray:
 
 
 def tensor_shapes(spec: QuantSpec, n: int, k: int) -> Dict[str, Tuple[Tuple[int, ...], Tuple[str, ...]]]:
-    """suffix -> (shape, allowed safetensors dtypes) of one [N, K] layer matrix."""
+    """suffix -> (shape, allowed safetensors dtypes) of one [N, K] layer matrix
+    (shape None: checked by the reader, several are legal)."""
     g = k // spec.group_size if spec.group_size else 1
     floats = ("F16", "BF16", "F32")
+    if spec.method == "fp8":
+        if spec.block:
+            bn, bk = spec.block
+            return {"weight": ((n, k), ("F8_E4M3",)),
+                    "weight_scale_inv": ((-(-n // bn), -(-k // bk)), floats)}
+        return {"weight": ((n, k), ("F8_E4M3",)), "weight_scale": (None, floats)}
     if spec.method == "gptq":
         return {"qweight": ((k * spec.bits // 32, n), ("I32",)), "qzeros": ((g, n * spec.bits // 32), ("I32",)),
                 "scales": ((g, n), floats), "g_idx": ((k,), ("I32",))}
@@ -103,6 +110,36 @@ def awq_to_codes(t: Dict[str, np.ndarray], spec: QuantSpec, n: int, k: int, name
     return Codes(codes=np.ascontiguousarray(unpack(t["qweight"]).T),
                  scales=np.ascontiguousarray(t["scales"].T, dtype=np.float32),
                  zeros=np.ascontiguousarray(unpack(t["qzeros"]).T.astype(np.float32)))
+
+
+def _e4m3_table() -> np.ndarray:
+    """float32 value of each E4M3FN byte (bias 7, no infinities, S.1111.111 is NaN)."""
+    b = np.arange(256)
+    sign = np.where(b >> 7, -1.0, 1.0)
+    e, m = (b >> 3) & 0xF, b & 7
+    val = np.where(e == 0, m / 8.0 * 2.0 ** -6, (1 + m / 8.0) * 2.0 ** (e - 7.0))
+    val = np.where((e == 15) & (m == 7), np.nan, val)
+    return (sign * val).astype(np.float32)
+
+
+E4M3 = _e4m3_table()
+
+
+def fp8_to_float(weight: np.ndarray, scale: np.ndarray, spec: QuantSpec, name: str) -> np.ndarray:
+    """W = e4m3(weight) * scale: per tensor (a scalar), per output channel
+    ([N] or [N, 1]), or per block (weight_scale_inv [ceil(N/bn), ceil(K/bk)])."""
+    n, k = weight.shape
+    w = E4M3[weight.view(np.uint8)]
+    s = np.asarray(scale, np.float32)
+    if spec.block:
+        bn, bk = spec.block
+        full = np.repeat(np.repeat(s, bn, axis=0), bk, axis=1)[:n, :k]
+        return w * full
+    if s.size == 1:
+        return w * s.reshape(())
+    if s.shape in ((n,), (n, 1)):
+        return w * s.reshape(n, 1)
+    raise ValueError(f"tensor '{name}.weight_scale' has shape {list(s.shape)}; expected a scalar, [{n}] or [{n}, 1]")
 
 
 def to_codes(t: Dict[str, np.ndarray], spec: QuantSpec, n: int, k: int, name: str) -> Codes:

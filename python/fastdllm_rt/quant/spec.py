@@ -24,10 +24,12 @@ class QuantSpec:
     desc_act: bool = False
     sym: bool = True
     zero_offset: int = 0
+    block: Optional[tuple] = None  # fp8: the (rows, cols) blocks of weight_scale_inv, else per-channel weight_scale
 
     @property
     def weight_format(self) -> str:
-        return f"int{self.bits}"
+        # fp8 weights are dequantized to the model's dtype at load (no FP8 GEMM yet)
+        return "dense" if self.method == "fp8" else f"int{self.bits}"
 
 
 def _get(qc: dict, path: str, *keys, default=None, types=(int,)):
@@ -83,9 +85,20 @@ def quant_spec_from_config(qc, path: str) -> Optional[QuantSpec]:
             raise LoadError(f"{path}: 'quantization_config.zero_point' must be true for AWQ GEMM checkpoints")
         gs = _get(qc, path, "group_size", "q_group_size", default=128)
         desc_act, sym, zero_offset = False, False, 0
-    elif method in ("fp8", "compressed-tensors", "bitsandbytes", "exl2", "hqq", "marlin"):
-        raise LoadError(f"{path}: 'quantization_config.quant_method' {method!r} is not supported on this build "
-                        "(GPTQ and AWQ checkpoints are; fp8 needs the CUDA FP8 GEMM, not implemented yet)")
+    elif method == "fp8":
+        fmt = str(qc.get("fmt") or "e4m3").lower()
+        if fmt not in ("e4m3", "float8_e4m3fn"):
+            raise LoadError(f"{path}: 'quantization_config.fmt' {fmt!r} is not supported (e4m3 only)")
+        block = qc.get("weight_block_size")
+        if block is not None:
+            if (not isinstance(block, list) or len(block) != 2
+                    or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+                raise LoadError(f"{path}: 'quantization_config.weight_block_size' must be [rows, cols], got {block!r}")
+            block = tuple(block)
+        return QuantSpec(method="fp8", bits=8, group_size=0, sym=True, block=block)
+    elif method in ("compressed-tensors", "bitsandbytes", "exl2", "hqq", "marlin"):
+        raise LoadError(f"{path}: 'quantization_config.quant_method' {method!r} is not supported "
+                        "(GPTQ, AWQ and fp8 checkpoints are)")
     else:
         raise LoadError(f"{path}: 'quantization_config.quant_method' {method!r} is not supported "
                         "(expected 'gptq' or 'awq')")
