@@ -27,17 +27,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import fastdllm_rt  # noqa: E402
 from fastdllm_rt.quant.quantize import quantize_model  # noqa: E402
-from fastdllm_rt.safetensors_io import write_safetensors  # noqa: E402
+from fastdllm_rt.safetensors_io import bf16_bits  # noqa: E402
 from bench_util import cpu_name, emit  # noqa: E402
-from qwen_shapes import QWEN25_1_5B, weight_shapes  # noqa: E402
+from qwen_shapes import QWEN25_1_5B, weight_shapes, write_model_folder  # noqa: E402
 
 TINY = dict(vocab_size=2048, hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=1, head_dim=64, tie_word_embeddings=False)
-
-
-def to_bf16_bits(a: np.ndarray) -> np.ndarray:
-    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def write_gaussian_model(path: str, s: dict, seed: int = 0) -> str:
@@ -62,14 +57,8 @@ def write_gaussian_model(path: str, s: dict, seed: int = 0) -> str:
             if "o_proj" in name or "down_proj" in name:
                 scale /= np.sqrt(2 * s["num_hidden_layers"])
             a = rng.standard_normal(shape, dtype=np.float32) * (scale / np.sqrt(shape[1]))
-        tensors[name] = (to_bf16_bits(a), "BF16")
-    write_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
-    cfg = dict(s, model_type="qwen2", rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu",
-               max_position_embeddings=32768, bd_size=32, bos_token_id=1, eos_token_id=2,
-               mask_token_id=s["vocab_size"] - 1, torch_dtype="bfloat16")
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    return path
+        tensors[name] = (bf16_bits(a), "BF16")
+    return write_model_folder(path, s, tensors, bos_token_id=1, eos_token_id=2, mask_token_id=s["vocab_size"] - 1)
 
 
 def log_softmax(a: np.ndarray) -> np.ndarray:

@@ -58,6 +58,18 @@ def weight_bytes_per_forward(s: dict, bytes_per_weight: int = 2, layer_format: s
     return total
 
 
+def write_model_folder(path: str, shapes: dict, tensors: dict, **config) -> str:
+    """model.safetensors and a Qwen2 config.json (shapes, then config's overrides)."""
+    write_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
+    cfg = dict(shapes, model_type="qwen2", rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu",
+               max_position_embeddings=32768, bd_size=32, bos_token_id=151643, eos_token_id=151645,
+               torch_dtype="bfloat16")
+    cfg.update(config)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return path
+
+
 def write_random_bf16_model(path: str, shapes: dict, seed: int = 0) -> str:
     """A model folder with random bf16 weights of magnitude ~0.01 (random bits:
     fast to make, and the timing does not depend on the values)."""
@@ -73,10 +85,4 @@ def write_random_bf16_model(path: str, shapes: dict, seed: int = 0) -> str:
         else:
             bits = (rng.integers(0, 1 << 16, n, dtype=np.uint16) & np.uint16(0x807F)) | np.uint16(0x3C00)
         tensors[name] = (bits.reshape(shape), "BF16")
-    write_safetensors(os.path.join(path, "model.safetensors"), tensors, {"format": "pt"})
-    cfg = dict(shapes, model_type="qwen2", rope_theta=1000000.0, rms_norm_eps=1e-6, hidden_act="silu",
-               max_position_embeddings=32768, bd_size=32, bos_token_id=151643, eos_token_id=151645,
-               torch_dtype="bfloat16")
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
-    return path
+    return write_model_folder(path, shapes, tensors)

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-import fastdllm_rt
 from fastdllm_rt import Engine
 from fastdllm_rt.errors import LoadError
 from fastdllm_rt.safetensors_io import write_safetensors
@@ -85,18 +84,21 @@ def write_quantized(path, cfg, method="gptq", bits=4, group=64, desc_act=False, 
         for suffix, arr in packed.items():
             tensors[f"{base}.{suffix}"] = arr
         deq[name] = torch.from_numpy(np.asarray(W, np.float32))
-    os.makedirs(path, exist_ok=True)
-    c = dict(cfg, torch_dtype="float16")
     if method == "gptq":
-        c["quantization_config"] = {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": desc_act,
-                                    "sym": sym, "checkpoint_format": "gptq" if v1 else "gptq_v2"}
+        qconf = {"quant_method": "gptq", "bits": bits, "group_size": group, "desc_act": desc_act, "sym": sym,
+                 "checkpoint_format": "gptq" if v1 else "gptq_v2"}
     else:
-        c["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
-                                    "version": "gemm"}
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(c, f)
-    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+        qconf = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True, "version": "gemm"}
+    write_folder(path, dict(cfg, torch_dtype="float16", quantization_config=qconf), tensors)
     return deq
+
+
+def write_folder(path, config, tensors):
+    """config.json and model.safetensors of a checkpoint written by these tests."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
 
 
 def dense_twin(path, cfg, deq):
@@ -314,14 +316,10 @@ def write_fp8(path, cfg, block=None, scale_shape="channel", seed=0, bad_scale=Fa
         deq[name] = q.float() * torch.from_numpy(np.ascontiguousarray(full))
     if bad_scale:
         tensors["model.layers.0.mlp.down_proj.weight_scale"] = np.ones((3,), np.float32)
-    os.makedirs(path, exist_ok=True)
-    c = dict(cfg, torch_dtype="float32")
-    c["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    qconf = {"quant_method": "fp8", "activation_scheme": "dynamic"}
     if block:
-        c["quantization_config"]["weight_block_size"] = list(block)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(c, f)
-    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+        qconf["weight_block_size"] = list(block)
+    write_folder(path, dict(cfg, torch_dtype="float32", quantization_config=qconf), tensors)
     return deq
 
 

@@ -13,7 +13,6 @@ from safetensors.numpy import load_file
 
 from fastdllm_rt import Engine
 from fastdllm_rt.cli import main as cli_main
-from fastdllm_rt.errors import LoadError
 from fastdllm_rt.quant.calib import LayerInputs
 from fastdllm_rt.quant.codes import dequantize, rtn_quantize
 from fastdllm_rt.quant.gptq import gptq_quantize, hessian

@@ -12,20 +12,37 @@ void linear_avx2(const float*, const void*, DType, const float*, const float*, f
 void linear_avx512(const float*, const void*, DType, const float*, const float*, float*, int64_t,
                    int64_t, int64_t);
 
-void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
-            const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
-  const float* x = static_cast<const float*>(xv);
-  if (x_dtype != DType::F32) {  // bf16 activations: the kernels take fp32 (exact upcast)
-    float* tmp = scratch_floats(m * k, 2);
-    load_row_f32(xv, x_dtype, 0, m * k, tmp);
-    x = tmp;
+namespace {
+
+// The GEMM kernels take fp32 activations and bias: bf16 activations are
+// upcast (exact) into scratch slot 2, a non-fp32 bias (small, off the hot
+// path: models keep fp32 biases) into slot 1.
+struct F32Operands {
+  const float* x;
+  const float* bias;
+};
+F32Operands f32_operands(const void* x, DType x_dtype, int64_t x_elems, const void* bias, DType bias_dtype,
+                         int64_t n) {
+  F32Operands o{static_cast<const float*>(x), static_cast<const float*>(bias)};
+  if (x_dtype != DType::F32) {
+    float* tmp = scratch_floats(x_elems, 2);
+    load_row_f32(x, x_dtype, 0, x_elems, tmp);
+    o.x = tmp;
   }
-  const float* b = static_cast<const float*>(bias);
-  if (bias && bias_dtype != DType::F32) {  // small and off the hot path: models keep fp32 biases
+  if (bias && bias_dtype != DType::F32) {
     float* tmp = scratch_floats(n, 1);
     load_row_f32(bias, bias_dtype, 0, n, tmp);
-    b = tmp;
+    o.bias = tmp;
   }
+  return o;
+}
+
+}  // namespace
+
+void linear(const void* xv, DType x_dtype, const void* w, DType wt, bool packed, const void* bias, DType bias_dtype,
+            const float* residual, float* out, int64_t m, int64_t n, int64_t k) {
+  const F32Operands op = f32_operands(xv, x_dtype, m * k, bias, bias_dtype, n);
+  const float *x = op.x, *b = op.bias;
   if (packed) {
     const uint16_t* wp = static_cast<const uint16_t*>(w);
     const Isa i = isa();
@@ -46,18 +63,8 @@ constexpr int64_t kIntAmxMinRows = 4;
 void linear_int(const void* xv, DType x_dtype, const WeightView& wv, const void* bias, DType bias_dtype,
                 const float* residual, float* out, int64_t m, bool silu) {
   const int64_t n = wv.rows(), k = wv.cols();
-  const float* x = static_cast<const float*>(xv);
-  if (x_dtype != DType::F32) {
-    float* tmp = scratch_floats(m * k, 2);
-    load_row_f32(xv, x_dtype, 0, m * k, tmp);
-    x = tmp;
-  }
-  const float* b = static_cast<const float*>(bias);
-  if (bias && bias_dtype != DType::F32) {
-    float* tmp = scratch_floats(n, 1);
-    load_row_f32(bias, bias_dtype, 0, n, tmp);
-    b = tmp;
-  }
+  const F32Operands op = f32_operands(xv, x_dtype, m * k, bias, bias_dtype, n);
+  const float *x = op.x, *b = op.bias;
   IntWeight w;
   w.codes = wv.values.ptr<uint8_t>();
   w.scales = wv.scales.ptr<float>();

@@ -31,11 +31,24 @@ void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias
 void linear_int_amx(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
                     int64_t m, int64_t n, int64_t k, bool silu);
 
-// x (in the codes' input order perm, or natural) rounded to bf16 pairs
-// xp [m_pad][k / 2] and each group's sum of the rounded values xs [m_pad][k /
-// group]: the exact operand the dot products see; rows m..m_pad zero. Needs
-// AVX-512 BF16 (defined in linear_int_avx512bf16.cc).
-void pack_int_activations(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t group, int64_t m_pad,
-                          uint32_t* xp, float* xs);
+// One call as the bf16-pair kernels (AVX-512 BF16, AMX) see it: x (in the
+// codes' input order) rounded to bf16 pairs xp [m_pad][k / 2] with each group's
+// sum of the rounded values xs [m_pad][k / group] (the exact operand the dot
+// products see; rows m..m_pad zero, in per-thread scratch), the weight and
+// the epilogue's operands.
+struct Bf16IntGemm {
+  const uint32_t* xp;
+  const float* xs;
+  int64_t kp_n, groups, gp;  // input pairs, groups, pairs per group
+  const IntWeight* w;
+  int64_t panels;
+  const float *bias, *residual;
+  float* out;
+  int64_t m, n;
+};
+// Packs the activations and fills the rest. Needs AVX-512 BF16 (defined in
+// linear_int_avx512bf16.cc).
+Bf16IntGemm prepare_bf16_int_gemm(const float* x, const IntWeight& w, const float* bias, const float* residual,
+                                  float* out, int64_t m, int64_t n, int64_t k, int64_t m_pad);
 
 }  // namespace fastdllm::cpu

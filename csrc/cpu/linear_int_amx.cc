@@ -29,16 +29,7 @@ namespace {
 
 constexpr int kT = amx::kTileRows;  // tile rows; fp32 columns of a C tile; k-pairs of a B tile
 
-struct Args {
-  const uint32_t* xp;  // [m_pad][kp_n] bf16 pairs
-  const float* xs;     // [m_pad][groups]
-  int64_t kp_n, groups, gp;
-  const IntWeight* w;
-  int64_t panels;
-  const float *bias, *residual;
-  float* out;
-  int64_t m, n;
-};
+using Args = Bf16IntGemm;  // activations padded to m_pad rows (below)
 
 template <int Bits>
 inline void decode_tile(const uint8_t* codes, int64_t kb, uint32_t* dst) {
@@ -227,24 +218,9 @@ void dispatch_rows(const Args& a) {
 
 void linear_int_amx(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
                     int64_t m, int64_t n, int64_t k, bool silu) {
-  Args a;
-  a.kp_n = k / 2;
-  a.groups = k / w.group;
-  a.gp = w.group / 2;
   // rows above 16 padded with zeros to a whole number of 32-row blocks
   const int64_t m_pad = m <= kT ? m : (m + 2 * kT - 1) / (2 * kT) * (2 * kT);
-  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m_pad * a.kp_n, 0));
-  float* xs = scratch_floats(m_pad * a.groups, 3);
-  pack_int_activations(x, w.perm, m, k, w.group, m_pad, xp, xs);
-  a.xp = xp;
-  a.xs = xs;
-  a.w = &w;
-  a.panels = int_panels(n);
-  a.bias = bias;
-  a.residual = residual;
-  a.out = out;
-  a.m = m;
-  a.n = n;
+  const Args a = prepare_bf16_int_gemm(x, w, bias, residual, out, m, n, k, m_pad);
   if (w.bits == 4)
     silu ? dispatch_rows<4, true>(a) : dispatch_rows<4, false>(a);
   else

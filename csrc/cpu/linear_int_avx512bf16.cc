@@ -32,16 +32,7 @@ inline void store_silu_mul(__m512 g, __m512 u, float* out) {
   _mm512_storeu_ps(out, _mm512_load_ps(gv));
 }
 
-struct Args {
-  const uint32_t* xp;  // [m][kp_n] bf16 pairs
-  const float* xs;     // [m][groups] sums of the rounded activations per group
-  int64_t kp_n, groups, gp;  // pairs, groups, pairs per group
-  const IntWeight* w;
-  int64_t panels;
-  const float *bias, *residual;
-  float* out;
-  int64_t n;
-};
+using Args = Bf16IntGemm;
 
 template <int Bits, int MR, int NP, bool SILU>
 inline void tile(const Args& a, int64_t pi0, int64_t m0) {
@@ -120,8 +111,6 @@ void dispatch_rows(const Args& a, int64_t m) {
     run<Bits, 8, 2, SILU>(a, m);
 }
 
-}  // namespace
-
 void pack_int_activations(const float* x, const int32_t* perm, int64_t m, int64_t k, int64_t group, int64_t m_pad,
                           uint32_t* xp, float* xs) {
   const int64_t kp_n = k / 2, groups = k / group;
@@ -156,15 +145,17 @@ void pack_int_activations(const float* x, const int32_t* perm, int64_t m, int64_
   std::memset(xs + m * groups, 0, size_t((m_pad - m) * groups) * 4);
 }
 
-void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
-                           int64_t m, int64_t n, int64_t k, bool silu) {
-  Args a;
+}  // namespace
+
+Bf16IntGemm prepare_bf16_int_gemm(const float* x, const IntWeight& w, const float* bias, const float* residual,
+                                  float* out, int64_t m, int64_t n, int64_t k, int64_t m_pad) {
+  Bf16IntGemm a;
   a.kp_n = k / 2;
   a.groups = k / w.group;
   a.gp = w.group / 2;
-  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m * a.kp_n, 0));
-  float* xs = scratch_floats(m * a.groups, 3);
-  pack_int_activations(x, w.perm, m, k, w.group, m, xp, xs);
+  uint32_t* xp = reinterpret_cast<uint32_t*>(scratch_floats(m_pad * a.kp_n, 0));
+  float* xs = scratch_floats(m_pad * a.groups, 3);
+  pack_int_activations(x, w.perm, m, k, w.group, m_pad, xp, xs);
   a.xp = xp;
   a.xs = xs;
   a.w = &w;
@@ -172,7 +163,14 @@ void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias
   a.bias = bias;
   a.residual = residual;
   a.out = out;
+  a.m = m;
   a.n = n;
+  return a;
+}
+
+void linear_int_avx512bf16(const float* x, const IntWeight& w, const float* bias, const float* residual, float* out,
+                           int64_t m, int64_t n, int64_t k, bool silu) {
+  const Args a = prepare_bf16_int_gemm(x, w, bias, residual, out, m, n, k, m);
   if (w.bits == 4)
     silu ? dispatch_rows<4, true>(a, m) : dispatch_rows<4, false>(a, m);
   else

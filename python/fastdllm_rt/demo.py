@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from .safetensors_io import write_safetensors
+from .safetensors_io import bf16_bits, write_safetensors
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "|<MASK>|"]
 
@@ -64,9 +64,7 @@ def write_byte_tokenizer(path: str) -> dict:
 
 
 def _bf16(a: np.ndarray):
-    u = a.astype(np.float32).view(np.uint32)
-    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16  # round to nearest even
-    return (u.astype(np.uint16), "BF16")
+    return (bf16_bits(a), "BF16")
 
 
 def write_demo_model(path: str, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,

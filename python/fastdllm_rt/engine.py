@@ -239,20 +239,44 @@ def _cancel_quietly(tracked: "_Tracked") -> None:
         pass
 
 
-class TextStream:
+class _Stream:
+    """What the sync and async streams share: one tracked request, its result
+    at the end, and cancellation when closed or collected."""
+
+    def __init__(self, tracked: _Tracked):
+        self._t = tracked
+        self.result: Optional[GenerationResult] = None
+        # Cancels when the stream is collected, also from a reference cycle
+        # (a weakref callback: the cycle collector always runs it).
+        weakref.finalize(self, _cancel_quietly, tracked)
+
+    @property
+    def text(self) -> str:
+        """The text streamed so far."""
+        return self._t.text
+
+    def _ready(self) -> Optional[str]:
+        """The next delta; "" when the caller must wait for the engine; None at
+        the end (result set, or GenerationError raised)."""
+        delta = self._t.poll()
+        if delta:
+            return delta
+        if self._t.finished:
+            self.result = self._t.take()
+            return None
+        return ""
+
+    def close(self) -> None:
+        self._t.cancel()
+
+
+class TextStream(_Stream):
     """Iterator over the text of one request as it is decoded: after every
     forward, the new text of the contiguous decoded prefix (never revised
     later), UTF-8 safe, cut before a stop string. ``close()`` (or dropping the
     stream, or leaving a ``for`` loop over it early and letting it go) cancels
     the request and frees its KV pages at once. ``result`` holds the
     GenerationResult once the stream is exhausted."""
-
-    def __init__(self, tracked: _Tracked):
-        self._t = tracked
-        self.result: Optional[GenerationResult] = None
-        # Cancels when this stream is collected, also from a reference cycle
-        # (a weakref callback: the cycle collector always runs it).
-        weakref.finalize(self, _cancel_quietly, tracked)
 
     def __iter__(self) -> "TextStream":
         return self
@@ -261,12 +285,11 @@ class TextStream:
         t = self._t
         try:
             while True:
-                delta = t.poll()
+                delta = self._ready()
+                if delta is None:
+                    raise StopIteration
                 if delta:
                     return delta
-                if t.finished:
-                    self.result = t.take()
-                    raise StopIteration
                 t.request.wait(t.version, _POLL_S)  # wakes often enough for Ctrl-C to land
         except (StopIteration, GenerationError):
             raise
@@ -276,9 +299,6 @@ class TextStream:
             t.cancel()
             raise
 
-    def close(self) -> None:
-        self._t.cancel()
-
     def __enter__(self) -> "TextStream":
         return self
 
@@ -286,22 +306,15 @@ class TextStream:
         self.close()
 
 
-class AsyncTextStream:
+class AsyncTextStream(_Stream):
     """TextStream for asyncio: ``async for delta in stream``; ``result`` once it
     is exhausted; ``aclose()`` / ``close()`` (or dropping it) cancels the
     request and frees its KV pages at once. Waiting costs no thread per stream
     (the engine's notifier wakes it)."""
 
     def __init__(self, engine: "Engine", tracked: _Tracked):
+        super().__init__(tracked)
         self._engine = engine
-        self._t = tracked
-        self.result: Optional[GenerationResult] = None
-        weakref.finalize(self, _cancel_quietly, tracked)  # as TextStream
-
-    @property
-    def text(self) -> str:
-        """The text streamed so far."""
-        return self._t.text
 
     def __aiter__(self) -> "AsyncTextStream":
         return self
@@ -310,12 +323,11 @@ class AsyncTextStream:
         t = self._t
         try:
             while True:
-                delta = t.poll()
+                delta = self._ready()
+                if delta is None:
+                    raise StopAsyncIteration
                 if delta:
                     return delta
-                if t.finished:
-                    self.result = t.take()
-                    raise StopAsyncIteration
                 await self._engine._notifier.wait(t.request, t.version)
         except (StopAsyncIteration, GenerationError):
             raise
@@ -324,10 +336,7 @@ class AsyncTextStream:
             raise
 
     async def aclose(self) -> None:
-        self._t.cancel()
-
-    def close(self) -> None:
-        self._t.cancel()
+        self.close()
 
 
 class _Notifier:

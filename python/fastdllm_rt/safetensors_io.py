@@ -152,6 +152,15 @@ class SafetensorsFile:
         return iter(self.entries.values())
 
 
+def bf16_bits(a) -> "object":
+    """float32 values as bfloat16 bit patterns (uint16), rounded to nearest
+    even as torch does: the array write_safetensors stores with tag "BF16"."""
+    import numpy as np
+
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
 def write_safetensors(path: str, tensors: Dict[str, "object"], metadata: Dict[str, str] = None) -> None:
     """Writes numpy arrays as a .safetensors file. A tensor may be given as
     (uint16 array, "BF16") to store bfloat16 bits; plain arrays map float32 ->

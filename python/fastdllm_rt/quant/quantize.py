@@ -19,7 +19,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ..errors import LoadError
-from ..safetensors_io import FLOAT_DTYPES, write_safetensors
+from ..safetensors_io import bf16_bits, write_safetensors
 from .awq import search_scale
 from .calib import LayerInputs, calibration_ids
 from .codes import Codes, dequantize, rtn_quantize
@@ -110,20 +110,16 @@ def quantize_model(model_dir: str, out_dir: str, format: str = "int4", group_siz
     layout = QuantSpec(method="awq" if (method == "awq" and bits == 4) else "gptq", bits=bits,
                        group_size=group_size, desc_act=act_order, sym=sym,
                        zero_offset=1 if not (method == "awq" and bits == 4) else 0)
-    shapes = {}
-    for i in range(config.num_hidden_layers):
-        for m in LAYER_MATRICES:
-            name = f"model.layers.{i}.{m}.weight"
-            shapes[name] = None
+    matrices = [f"model.layers.{i}.{m}.weight" for i in range(config.num_hidden_layers) for m in LAYER_MATRICES]
     tensors = _read_float_tensors(model_dir, config)
-    for name in shapes:
+    for name in matrices:
         n, k = tensors[name].shape
         problem = layout_problem(layout, n, k)
         if problem:
             raise ValueError(f"tensor '{name}': {problem}; choose another group_size")
     min_zero = layout.zero_offset  # the v1 layout cannot store a zero point of 0
     codes: Dict[str, Codes] = {}
-    bar = _Progress(len(shapes), f"quantize {format} {method}", progress)
+    bar = _Progress(len(matrices), f"quantize {format} {method}", progress)
 
     def quantize(name, w, x=None):
         if method == "gptq":
@@ -136,7 +132,7 @@ def quantize_model(model_dir: str, out_dir: str, format: str = "int4", group_siz
         return c
 
     if method == "rtn":
-        for name in shapes:
+        for name in matrices:
             quantize(name, tensors[name])
     else:
         cal = calibration_ids(model_dir, config, calib_file, calib_samples, calib_seq_len)
@@ -201,8 +197,7 @@ def _write(model_dir, out_dir, config, tensors, codes, layout, format, method, a
             for suffix, t in codes_to_tensors(codes[name], layout).items():
                 out[f"{base}.{suffix}"] = t
         elif src_dtype == "bfloat16":
-            u = np.ascontiguousarray(arr, np.float32).view(np.uint32)
-            out[name] = (((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16), "BF16")  # nearest even
+            out[name] = (bf16_bits(arr), "BF16")
         elif src_dtype == "float16":
             out[name] = arr.astype(np.float16)
         else:

@@ -4,4 +4,6 @@
     fastdllm-rt serve MODEL_DIR --port 8000
     curl localhost:8000/v1/chat/completions -d '{"model": "...", "messages": [...]}'
 """
-from .app import create_app  # noqa: F401
+from .app import create_app
+
+__all__ = ["create_app"]

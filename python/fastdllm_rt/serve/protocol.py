@@ -25,13 +25,6 @@ def bad(param: str, message: str) -> APIError:
 
 # The runtime's decoding parameters, accepted as extra body fields.
 EXTRA_FIELDS = ("block_size", "sub_block_size", "threshold", "use_block_cache", "top_k", "length_rule")
-# OpenAI fields this server ignores rather than refuses: they change nothing here.
-IGNORED = ("user", "frequency_penalty", "presence_penalty", "logit_bias", "service_tier", "store", "metadata",
-           "parallel_tool_calls", "response_format", "stream_options", "max_tokens", "max_completion_tokens",
-           "messages", "prompt", "model", "stream", "n", "temperature", "top_p", "seed", "stop", "sampler",
-           "logprobs", "top_logprobs", "echo", "suffix", "best_of")
-
-
 @dataclass
 class Parsed:
     """One request, ready for the engine."""

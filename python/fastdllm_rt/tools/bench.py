@@ -5,10 +5,8 @@ forward, ms per forward and time to first token. Prompts are built-in texts
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
-from typing import Optional
 
 import numpy as np
 
