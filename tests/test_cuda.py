@@ -167,7 +167,8 @@ def test_lm_head_top2(rows, k, vocab, dtype):
     gi, gp = ops.lm_head_top2(x, wp, weight_dtype=wd, device="cuda")
     if dtype == "float32":  # the same fp32 logits up to summation order: same choice
         np.testing.assert_array_equal(gi, ci)
-        np.testing.assert_allclose(gp, cp, rtol=1e-4)
+        np.testing.assert_allclose(gp[:, :2], cp[:, :2], rtol=1e-4)
+        np.testing.assert_allclose(gp[:, 2], cp[:, 2], rtol=1e-4, atol=1e-4)  # the entropy
     else:  # activations rounded to the weight type on the GPU: its choice is a top choice of the CPU logits
         logits = ops.linear(x, wp, weight_dtype=wd)
         chosen = np.take_along_axis(logits, gi[:, :1].astype(np.int64), 1)[:, 0]

@@ -119,7 +119,9 @@ def test_forward_top2_is_the_reduction_of_the_logits(fp32_model):
     p = torch.softmax(torch.from_numpy(logits).double(), -1)
     top = p.topk(2, -1)
     np.testing.assert_array_equal(idx, top.indices.numpy())
-    np.testing.assert_allclose(prob, top.values.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(prob[:, :2], top.values.numpy(), rtol=1e-5)
+    entropy = -(p * p.log()).sum(-1).numpy()
+    np.testing.assert_allclose(prob[:, 2], entropy, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("top_p,top_k", [(0.9, 0), (1.0, 7), (0.999, 0)])

@@ -126,11 +126,13 @@ def test_argmax_prob(rows, vocab):
 
 
 def top2_reference(logits):
-    """First maximum and first maximum among the others, with softmax probabilities."""
+    """First maximum and first maximum among the others, with their softmax
+    probabilities and the softmax entropy (float64)."""
     p = torch.softmax(torch.from_numpy(logits).double(), -1).numpy()
     order = np.lexsort((np.arange(logits.shape[1])[None].repeat(len(logits), 0), -logits), axis=1)
     idx = order[:, :2]
-    return idx, np.take_along_axis(p, idx, 1)
+    entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
+    return idx, np.concatenate([np.take_along_axis(p, idx, 1), entropy[:, None]], 1)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 33])
@@ -148,14 +150,16 @@ def test_lm_head_top2(isa, rows, k, vocab, dtype):
     weight = ops.pack_bf16(wp) if dtype == "packed" else wp
     logits = ops.linear(x, weight, weight_dtype=wd, packed=dtype == "packed")
     idx, prob = ops.lm_head_top2(x, weight, weight_dtype=wd, packed=dtype == "packed")
-    assert idx.shape == (rows, 2) and prob.shape == (rows, 2)
+    assert idx.shape == (rows, 2) and prob.shape == (rows, 3)
     if vocab == 1:
         np.testing.assert_array_equal(idx, [[0, -1]] * rows)
-        np.testing.assert_allclose(prob, [[1.0, 0.0]] * rows)
+        np.testing.assert_allclose(prob, [[1.0, 0.0, 0.0]] * rows, atol=1e-7)
         return
     ref_idx, ref_prob = top2_reference(logits)
     np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(prob, ref_prob, rtol=2e-6, atol=1e-12)
+    np.testing.assert_allclose(prob[:, :2], ref_prob[:, :2], rtol=2e-6, atol=1e-12)
+    # the entropy from one extra accumulator (log Z - E[logit]): fp32 exps, double sums
+    np.testing.assert_allclose(prob[:, 2], ref_prob[:, 2], rtol=1e-5, atol=1e-5)
     if vocab > 40:
         assert idx[0, 0] == 5 and idx[0, 1] == min(2100 % vocab, vocab - 3)
 

@@ -83,7 +83,7 @@ def test_upstream_length_rule_is_kept(engine):
     (dict(stop=[""]), "stop must be a non-empty string or a list of them"),
     (dict(stop=5), "stop must be a non-empty string"),
     (dict(mask_token_id=STOP, stop_token_id=STOP), "stop_token_id and mask_token_id are both 329"),
-    (dict(policy="entropy"), "policy must be one of"),
+    (dict(sampler="entropy_x"), "sampler must be one of"),
 ])
 def test_bad_parameters_name_themselves_and_change_nothing(engine, kw, msg):
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]

@@ -184,7 +184,29 @@ void bind_runtime(py::module_& m) {
       .def_readwrite("block_size", &GenerationParams::block_size)
       .def_readwrite("sub_block_size", &GenerationParams::sub_block_size)
       .def_readwrite("threshold", &GenerationParams::threshold)
-      .def_readwrite("policy", &GenerationParams::policy)
+      .def_readwrite("sampler", &GenerationParams::sampler)
+      .def_readwrite("entropy_threshold", &GenerationParams::entropy_threshold)
+      .def_readwrite("margin_threshold", &GenerationParams::margin_threshold)
+      .def_readwrite("factor", &GenerationParams::factor)
+      .def_readwrite("steps", &GenerationParams::steps)
+      .def_readwrite("delimiter_ids", &GenerationParams::delimiter_ids)
+      .def_readwrite("delimiter_threshold", &GenerationParams::delimiter_threshold)
+      .def_property(
+          "family", [](const GenerationParams& p) { return std::string(family_name(p.family)); },
+          [](GenerationParams& p, const std::string& v) {
+            if (v == "fast_dllm_v2") p.family = ModelFamily::FastDllmV2;
+            else if (v == "llada") p.family = ModelFamily::LLaDA;
+            else if (v == "dream") p.family = ModelFamily::Dream;
+            else throw InvalidArgument("family must be 'fast_dllm_v2', 'llada' or 'dream', got '" + v + "'");
+          })
+      .def_property(
+          "cache", [](const GenerationParams& p) { return std::string(cache_name(p.cache)); },
+          [](GenerationParams& p, const std::string& v) {
+            if (v == "none") p.cache = CacheMode::None;
+            else if (v == "prefix") p.cache = CacheMode::Prefix;
+            else if (v == "dual") p.cache = CacheMode::Dual;
+            else throw InvalidArgument("cache must be 'none', 'prefix' or 'dual', got '" + v + "'");
+          })
       .def_readwrite("use_block_cache", &GenerationParams::use_block_cache)
       .def_readwrite("mask_id", &GenerationParams::mask_id)
       .def_readwrite("stop_id", &GenerationParams::stop_id)

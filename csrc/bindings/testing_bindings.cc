@@ -461,7 +461,7 @@ void bind_testing(py::module_& t) {
       return packed_view(as_view(t[0].cast<py::array>(), dt), t[1].cast<int64_t>(), t[2].cast<int64_t>());
     }() : as_view(w.cast<py::array>(), dt);
     py::array_t<int32_t> idx({x.shape(0), py::ssize_t(2)});
-    auto prob = empty_f32({x.shape(0), 2});
+    auto prob = empty_f32({x.shape(0), 3});
     OnDevice d(device);
     const TensorView xv = d.in(as_view(x)), wd = d.in(wv), iv = d.out(as_view(idx)), pv = d.out(as_view(prob));
     {
@@ -611,7 +611,7 @@ void bind_testing(py::module_& t) {
       f.batch.greedy_rows = f.rows.data();
       f.batch.num_greedy = R;
       py::array_t<int32_t> idx({py::ssize_t(R), py::ssize_t(2)});
-      auto prob = empty_f32({py::ssize_t(R), 2});
+      auto prob = empty_f32({py::ssize_t(R), 3});
       out.top2_index = idx.mutable_data();
       out.top2_prob = prob.mutable_data();
       {

@@ -1,7 +1,9 @@
 // The lm_head fused with the vocabulary reduction greedy decoding needs: per
-// row of x, the first maximum of x @ w^T (index and softmax probability) and
-// the first maximum among the other entries (what the "never write the mask
-// token" rule falls back to), without writing the [M, V] logits to memory.
+// row of x, the first maximum of x @ w^T (index and softmax probability), the
+// first maximum among the other entries (what the "never write the mask token"
+// rule and margin rules use) and the softmax entropy (entropy rules: log Z
+// minus the probability-weighted mean logit, one more accumulator), without
+// writing the [M, V] logits to memory.
 //
 // Threads take contiguous column chunks of the vocabulary; each chunk's logits
 // are computed by the ordinary linear kernel into a per-thread buffer that stays
@@ -29,8 +31,9 @@ constexpr int64_t kChunkCols = 2048;  // [64 rows x 2048] fp32 = 512 KB: fits a 
 struct RowState {
   float v1 = -INFINITY, v2 = -INFINITY;  // best value, best among the other indices
   int64_t i1 = -1, i2 = -1;
-  float mx = -INFINITY;  // the sum below is relative to mx
-  double sum = 0.0;
+  float mx = -INFINITY;  // the sums below are relative to mx
+  double sum = 0.0;      // sum of exp(l - mx)
+  double tsum = 0.0;     // sum of exp(l - mx) * (l - mx)
 
   // Candidates arrive in increasing index order within one state: strict '>' keeps the first.
   void offer(float v, int64_t i) {
@@ -41,18 +44,28 @@ struct RowState {
       v2 = v; i2 = i;
     }
   }
-  void add_sum(float m, double s) {
+  // Adds a chunk's sums, taken relative to its own maximum m
+  // (exp(l - mx) = f exp(l - m) and l - mx = (l - m) + (m - mx)).
+  void add_sum(float m, double s, double t) {
     if (s == 0.0) return;
     if (m > mx) {
-      sum = sum * std::exp(double(mx) - double(m)) + s;
+      if (sum == 0.0) {
+        tsum = t, sum = s;
+      } else {
+        const double f = std::exp(double(mx) - double(m));
+        tsum = f * (tsum + (double(mx) - double(m)) * sum) + t;
+        sum = sum * f + s;
+      }
       mx = m;
     } else {
-      sum += s * std::exp(double(m) - double(mx));
+      const double f = std::exp(double(m) - double(mx));
+      tsum += f * (t + (double(m) - double(mx)) * s);
+      sum += s * f;
     }
   }
   // Merges a state covering higher column indices than this one.
   void merge_after(const RowState& o) {
-    add_sum(o.mx, o.sum);
+    add_sum(o.mx, o.sum, o.tsum);
     if (o.i1 >= 0) offer(o.v1, o.i1);
     if (o.i2 >= 0) offer(o.v2, o.i2);
   }
@@ -63,10 +76,14 @@ void reduce_chunk_row(const float* l, int64_t cols, int64_t col0, RowState& st) 
   float cm = -INFINITY;
 #pragma omp simd reduction(max : cm)
   for (int64_t j = 0; j < cols; ++j) cm = l[j] > cm ? l[j] : cm;
-  double s = 0.0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < cols; ++j) s += double(fast_exp(l[j] - cm));
-  st.add_sum(cm, s);
+  double s = 0.0, t = 0.0;
+#pragma omp simd reduction(+ : s, t)
+  for (int64_t j = 0; j < cols; ++j) {
+    const float d = l[j] - cm, e = fast_exp(d);
+    s += double(e);
+    t += double(e * d);
+  }
+  st.add_sum(cm, s, t);
   // The scalar top-2 scan runs only when this chunk can change the top two.
   if (st.i2 >= 0 && !(cm > st.v2)) return;
   for (int64_t j = 0; j < cols; ++j)
@@ -106,9 +123,10 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
     for (int t = 1; t < nt; ++t) acc.merge_after(all[size_t(t) * size_t(m) + size_t(r)]);
     // mx is the row maximum, v1 == mx.
     index[2 * r] = int32_t(acc.i1);
-    prob[2 * r] = float(1.0 / acc.sum);
     index[2 * r + 1] = int32_t(acc.i2);
-    prob[2 * r + 1] = acc.i2 >= 0 ? float(std::exp(double(acc.v2) - double(acc.mx)) / acc.sum) : 0.f;
+    prob[3 * r] = float(1.0 / acc.sum);
+    prob[3 * r + 1] = acc.i2 >= 0 ? float(std::exp(double(acc.v2) - double(acc.mx)) / acc.sum) : 0.f;
+    prob[3 * r + 2] = float(std::log(acc.sum) - acc.tsum / acc.sum);
   }
 }
 

@@ -49,7 +49,8 @@ void qkv_rope_append(const float* qkv, int64_t heads, const float* inv_freq, con
 void attention(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& batch, float scale,
                const AttentionPlanView& plan, void* out, DType out_dtype);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
-// index, prob [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T (ops::lm_head_top2).
+// index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 3]: their
+// softmax probabilities and the softmax entropy in nats (ops::lm_head_top2).
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);

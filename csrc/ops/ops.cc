@@ -315,8 +315,9 @@ void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& in
   expect_dtype(prob, op, "prob", DType::F32);
   expect_weight(x, w, op);
   FDL_CHECK(w.shape[0] > 0, op, ": empty vocabulary");
-  FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape == index.shape, op,
-            ": index and prob must be [", x.shape[0], ", 2], got ", index.describe(), " and ", prob.describe());
+  FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape[0] == x.shape[0] && prob.shape[1] == 3,
+            op, ": index must be [", x.shape[0], ", 2] and prob [", x.shape[0], ", 3], got ", index.describe(), " and ",
+            prob.describe());
   same_device(x, index, op);
   same_device(x, prob, op);
   need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],

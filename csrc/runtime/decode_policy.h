@@ -5,8 +5,10 @@
 // masked positions only; the forward and the kernels know no decode rule.
 //
 // Fast-dLLM v2's confidence threshold (fast_dllm_v2.md 4, facts 4-5) is the
-// first implementation; dParallel's entropy threshold and the v1 factor rule
-// (full_attention_dllms.md) plug in here.
+// default; the entropy threshold (dParallel's rule), a top-1 minus top-2
+// margin threshold and Fast-dLLM v1's factor rule plug in beside it, each
+// always unmasking the best position, each from the statistics the fused
+// lm_head reduction returns (no softmax tensor).
 #pragma once
 #include <cstdint>
 #include <limits>
@@ -22,15 +24,16 @@ struct MaskedPosition {
   float confidence = 0.f;  // that token's probability (sampled: renormalised over the nucleus)
   int32_t top1 = -1, top2 = -1;  // the forward's two most likely tokens (greedy forwards; -1 when sampling)
   float p1 = 0.f, p2 = 0.f;      // their softmax probabilities
-  float entropy = std::numeric_limits<float>::quiet_NaN();  // when the forward computed it (needs_entropy)
+  float entropy = std::numeric_limits<float>::quiet_NaN();  // nats (greedy forwards)
 };
 
 class DecodePolicy {
  public:
   virtual ~DecodePolicy() = default;
   virtual std::string name() const = 0;
-  // Whether the forward must compute MaskedPosition::entropy for this policy.
-  virtual bool needs_entropy() const { return false; }
+  // Whether the policy reads the greedy forward's statistics (top-2, entropy),
+  // which a sampled forward does not produce.
+  virtual bool needs_full_statistics() const { return false; }
   // Sets unmask[k] = 1 for the positions to fill (n >= 1 masked positions,
   // in block order). Every call must unmask at least one, so that each forward
   // makes progress.
@@ -55,9 +58,47 @@ class ThresholdPolicy final : public DecodePolicy {
 // The index of the first of n confidences within kTieRel of the largest.
 int first_most_confident(const MaskedPosition* masked, int n);
 
+// dParallel's rule on Fast-dLLM v2: entropy strictly below the threshold (nats).
+class EntropyThresholdPolicy final : public DecodePolicy {
+ public:
+  explicit EntropyThresholdPolicy(float threshold);
+  std::string name() const override { return "entropy_threshold"; }
+  bool needs_full_statistics() const override { return true; }
+  void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
+
+ private:
+  float threshold_;
+};
+
+// Top-1 minus top-2 probability strictly above the threshold.
+class MarginThresholdPolicy final : public DecodePolicy {
+ public:
+  explicit MarginThresholdPolicy(float threshold);
+  std::string name() const override { return "margin_threshold"; }
+  bool needs_full_statistics() const override { return true; }
+  void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
+
+ private:
+  float threshold_;
+};
+
+// Fast-dLLM v1's factor rule (full_attention_dllms.md 3.2) on the confidences.
+class FactorPolicy final : public DecodePolicy {
+ public:
+  explicit FactorPolicy(float factor);
+  std::string name() const override { return "factor"; }
+  void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
+
+ private:
+  float factor_;
+};
+
 struct PolicyParams {
   std::string name = "threshold";
   float threshold = 0.9f;
+  float entropy_threshold = 0.5f;
+  float margin_threshold = 0.5f;
+  float factor = 1.0f;
 };
 // Throws InvalidArgument naming the policy or its parameter.
 std::unique_ptr<DecodePolicy> make_decode_policy(const PolicyParams& params);

@@ -25,10 +25,13 @@ Scheduler::~Scheduler() {
 
 std::unique_ptr<Sequence> Scheduler::make_sequence(int64_t id, std::vector<int32_t> prompt,
                                                    const GenerationParams& params) const {
-  auto seq = std::make_unique<Sequence>(id, std::move(prompt), params, model_->config(), config_.page_size);
-  FDL_CHECK(params.block_size <= config_.max_batch_tokens, "block_size (", params.block_size,
-            ") exceeds the engine's max_batch_tokens (", config_.max_batch_tokens,
-            "): a block's forward could never be scheduled");
+  std::unique_ptr<Sequence> seq =
+      fastdllm::make_sequence(id, std::move(prompt), params, model_->config(), config_.page_size);
+  FDL_CHECK(seq->max_forward_tokens() <= config_.max_batch_tokens,
+            params.family == ModelFamily::FastDllmV2 ? "block_size (" : "prompt + max_new_tokens (",
+            seq->max_forward_tokens(), ") exceeds the engine's max_batch_tokens (", config_.max_batch_tokens,
+            "): its forward could never be scheduled",
+            params.family == ModelFamily::FastDllmV2 ? "" : " (LLaDA / Dream forwards run over the whole row)");
   const int64_t need = seq->max_pages(), have = kv_.pool().capacity();
   if (need > have) {
     const KVGeometry& g = kv_.pool().geometry();
@@ -107,7 +110,9 @@ void Scheduler::admit() {
   while (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_size) {
     Sequence& seq = *waiting_.front();
     const int B = seq.params().block_size;
-    const PrefixCache::Match match = kv_.prefix().lookup(seq.tokens().data(), seq.prefill_blocks(), B);
+    const PrefixCache::Match match = seq.prefill_blocks() > 0
+                                         ? kv_.prefix().lookup(seq.tokens().data(), seq.prefill_blocks(), B)
+                                         : PrefixCache::Match();
     const int64_t blocks = seq.usable_prefix_blocks(match);
     const int64_t shared = blocks * B / ps;
     int64_t pinned = 0;
@@ -188,7 +193,7 @@ void Scheduler::run_batch(Report* report) {
   b.sample_options = sample_options_.data();
   b.num_sample = int64_t(sample_rows_.size());
   top2_index_.resize(size_t(2 * b.num_greedy));
-  top2_prob_.resize(size_t(2 * b.num_greedy));
+  top2_prob_.resize(size_t(3 * b.num_greedy));
   ForwardOutputs out;
   out.top2_index = top2_index_.data();
   out.top2_prob = top2_prob_.data();
@@ -209,7 +214,7 @@ void Scheduler::run_batch(Report* report) {
     Sequence* s = batch_seqs_[size_t(i)];
     RowResults rr;
     rr.top2_index = top2_index_.data() + 2 * greedy_at_[size_t(i)];
-    rr.top2_prob = top2_prob_.data() + 2 * greedy_at_[size_t(i)];
+    rr.top2_prob = top2_prob_.data() + 3 * greedy_at_[size_t(i)];
     if (requests_[size_t(i)].sample) {
       rr.candidates = &candidates_;
       rr.candidate_row0 = sample_at_[size_t(i)];

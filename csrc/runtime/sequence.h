@@ -1,44 +1,55 @@
-// Fast-dLLM v2 decoding of one sequence (fast_dllm_v2.md section 4, the HF
-// `generate` loop) as a state machine that runs no forward itself: the
-// scheduler (runtime/scheduler.h) asks it for its next forward request
-// (prefill, whole-block denoising, sub-block denoising, commit), merges it
-// into a batch with other sequences', and hands back its rows' results. Block
-// by block, sub-blocks left to right; the decode policy (runtime/decode_policy.h)
-// decides how many masked positions each denoising forward unmasks; a commit
-// forward per finished block gives the next block's first token.
-//
-// KV cache: committed tokens live in level-1 pages (committed_, possibly
-// shared with other sequences through the prefix cache); the active block's
-// K/V live in level-2 pages (block_) that serve as scratch for denoising
-// forwards, as the sub-block cache when use_block_cache is on, and become
-// level-1 pages when the block is committed. Every page comes out of the
-// reservation the scheduler made at admission.
+// One request's decoding, as the scheduler sees it: a state machine that runs
+// no forward itself. The scheduler (runtime/scheduler.h) asks it for its next
+// forward request, merges it into a batch with other sequences', and hands
+// back its rows' results. Two kinds implement it:
+//   BlockDiffusionSequence  Fast-dLLM v2 (fast_dllm_v2.md section 4): block-causal,
+//                           committed blocks in level-1 pages, the active block in level 2;
+//   FullAttentionSequence   LLaDA and Dream (full_attention_dllms.md): bidirectional
+//                           attention over the whole row, the official samplers and
+//                           Fast-dLLM v1's prefix / dual caches as pages.
+// make_sequence() picks the kind from GenerationParams::family.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "fastdllm/kv_cache.h"
 #include "fastdllm/model.h"
-#include "runtime/decode_policy.h"
 
 namespace fastdllm {
 
-// What max_new_tokens means (docs/decoding.md, Lengths).
+// What max_new_tokens means for Fast-dLLM v2 (docs/decoding.md, Lengths).
 enum class LengthRule {
   Tokens,    // up to max_new_tokens new tokens: as many blocks as that needs, cut there
   Upstream,  // the official loop's: max_new_tokens // B blocks, counted from the first block after the prompt
 };
 
+// The model family decides the decode loop (not the forward: every family runs
+// the same Qwen2-shaped graph, only its key limits differ).
+enum class ModelFamily { FastDllmV2, LLaDA, Dream };
+// Fast-dLLM v1's approximate caches for the full-attention families.
+enum class CacheMode { None, Prefix, Dual };
+
 struct GenerationParams {
+  ModelFamily family = ModelFamily::FastDllmV2;
   int64_t max_new_tokens = 128;
   LengthRule length_rule = LengthRule::Tokens;
-  int block_size = 32;      // B
-  int sub_block_size = 8;   // S, must divide B
-  float threshold = 0.9f;   // the threshold policy's: unmask what is more confident (and at least one)
-  std::string policy = "threshold";
+  int block_size = 32;      // B (AdaBlock: the initial block length)
+  int sub_block_size = 8;   // S, must divide B (Fast-dLLM v2)
+  // The decode rule: Fast-dLLM v2 "threshold" | "entropy_threshold" |
+  // "margin_threshold" | "factor"; the full-attention families' samplers are
+  // listed in full_attention_dllms.md section 6.
+  std::string sampler = "threshold";
+  float threshold = 0.9f;          // confidence threshold
+  float entropy_threshold = 0.5f;  // nats
+  float margin_threshold = 0.5f;   // top-1 minus top-2 probability
+  float factor = 1.0f;             // Fast-dLLM v1's parallel factor
+  int64_t steps = 0;               // full-attention samplers: the official `steps` (0: max_new_tokens)
+  CacheMode cache = CacheMode::None;
+  std::vector<int32_t> delimiter_ids;  // AdaBlock; empty: the family's default
+  float delimiter_threshold = std::numeric_limits<float>::infinity();
   bool use_block_cache = false;
   int32_t mask_id = 151665;
   int32_t stop_id = 151645;  // < 0: no stop token
@@ -47,11 +58,14 @@ struct GenerationParams {
   int top_k = 0;             // 0: off
   uint64_t seed = 0;
   int64_t max_seq_len = 0;   // 0: no limit beyond the cache
-  // Throws InvalidArgument naming the parameter.
-  void validate(int64_t vocab_size, int page_size) const;
+  // Throws InvalidArgument naming the parameter (the checks every family shares).
+  void validate(int64_t vocab_size) const;
 };
 
-enum class StepKind { Prefill, Denoise, DenoiseSubBlock, Commit, None };
+const char* family_name(ModelFamily f);
+const char* cache_name(CacheMode c);
+
+enum class StepKind { Prefill, Denoise, DenoiseSubBlock, Commit, Full, PrefixCached, DualCached, None };
 const char* step_kind_name(StepKind k);
 
 // What a sequence asks of the next batched forward: its tokens at their
@@ -62,7 +76,7 @@ struct ForwardRequest {
   StepKind kind = StepKind::None;
   std::vector<int32_t> tokens, positions, kv_limit;
   int32_t write_offset = 0;
-  std::vector<int32_t> pages;  // the sequence's page table (committed + active block)
+  std::vector<int32_t> pages;  // the sequence's page table
   std::vector<int32_t> rows;
   bool sample = false;
   ops::SamplingOptions sampling;
@@ -71,17 +85,14 @@ struct ForwardRequest {
 // Its rows' results, in the order of ForwardRequest::rows.
 struct RowResults {
   const int32_t* top2_index = nullptr;  // greedy: [rows, 2]
-  const float* top2_prob = nullptr;
+  const float* top2_prob = nullptr;     // greedy: [rows, 3] (p1, p2, entropy)
   const SamplingCandidates* candidates = nullptr;  // sampled: rows candidate_row0 ..
   int64_t candidate_row0 = 0;
 };
 
 class Sequence {
  public:
-  // Validates the prompt and parameters (InvalidArgument naming them).
-  Sequence(int64_t id, std::vector<int32_t> prompt, const GenerationParams& params, const ModelConfig& model,
-           int page_size);
-  ~Sequence();
+  virtual ~Sequence() = default;
   Sequence(const Sequence&) = delete;
   Sequence& operator=(const Sequence&) = delete;
 
@@ -89,95 +100,48 @@ class Sequence {
   const GenerationParams& params() const { return p_; }
 
   // ---- admission (scheduler) ----
-  // The most pages it can ever hold: its committed prompt blocks plus one
-  // page-aligned block per generated block.
-  int64_t max_pages() const;
-  // The prompt blocks a prefill would commit (a prefix cache may serve them).
-  int64_t prefill_blocks() const { return prefill_tokens_ / p_.block_size; }
-  // The part of a prefix-cache match this sequence can use: whole prefill
-  // blocks, keeping the last one to compute when its next token is needed and
-  // unknown.
-  int64_t usable_prefix_blocks(const PrefixCache::Match& m) const;
-  // Takes the first `blocks` matched blocks as its committed cache, then its
-  // reservation for everything else. Before the first next().
-  void attach(KVCache* kv, const PrefixCache::Match& match, int64_t blocks, PageReservation reservation);
+  virtual int64_t max_pages() const = 0;          // the most pages it can ever hold
+  virtual int64_t max_forward_tokens() const = 0;  // the largest forward it will ask for
+  // The prompt blocks a prefill would commit (a prefix cache may serve them),
+  // and the part of a match it can use.
+  virtual int64_t prefill_blocks() const { return 0; }
+  virtual int64_t usable_prefix_blocks(const PrefixCache::Match&) const { return 0; }
+  // Takes the first `blocks` matched blocks, then its reservation for the
+  // rest. Before the first next().
+  virtual void attach(KVCache* kv, const PrefixCache::Match& match, int64_t blocks, PageReservation reservation) = 0;
 
   // ---- stepping (scheduler) ----
   // Fills the next forward request within `token_budget` tokens; false when
   // it does not fit this step (try again) or when the sequence is done.
-  bool next(int64_t token_budget, ForwardRequest* req);
-  void on_result(const RowResults& results);
-  // Ends the sequence now if its tokens say it is finished (after on_result,
-  // so that its result is out without waiting for the next step).
-  void settle();
-  void cancel() { finish(); }  // releases its pages at once
-  bool wants_prefill() const { return !done_ && prefill_pending_; }
-  bool done() const { return done_; }
+  virtual bool next(int64_t token_budget, ForwardRequest* req) = 0;
+  virtual void on_result(const RowResults& results) = 0;
+  // Ends the sequence now if its tokens say it is finished.
+  virtual void settle() = 0;
+  virtual void cancel() = 0;  // releases its pages at once
+  virtual bool wants_prefill() const { return false; }
+  virtual bool done() const = 0;
 
   // ---- results ----
-  const std::vector<int32_t>& tokens() const { return x_; }  // prompt + generated so far (masks as mask_id)
-  int64_t prompt_len() const { return p0_; }
-  // Generated tokens that are final: the unmasked run after the prompt, up to
-  // and including the first stop token.
-  std::vector<int32_t> decoded_prefix() const;
-  std::vector<int32_t> output() const;  // the generated ids after the spec's final truncation (once done)
-  // For the first n generated tokens (of output() or decoded_prefix()): the
-  // forward (1-based, counted as num_forwards) that committed each, so that
-  // tools can show the decode order.
-  std::vector<int32_t> commit_steps(int64_t n) const;
-  int64_t num_forwards() const { return forwards_; }  // counted as the spec counts them
-  int64_t prefix_hit_tokens() const { return prefix_hit_tokens_; }
-  const char* finish_reason() const;  // "stop", "length" or "" while running
+  virtual const std::vector<int32_t>& tokens() const = 0;  // prompt + generated so far (masks as mask_id)
+  virtual int64_t prompt_len() const = 0;
+  virtual std::vector<int32_t> decoded_prefix() const = 0;  // the final generated tokens so far
+  virtual std::vector<int32_t> output() const = 0;          // the generated ids (once done)
+  // The forward (1-based, counted as num_forwards) that committed each of the
+  // first n generated tokens.
+  virtual std::vector<int32_t> commit_steps(int64_t n) const = 0;
+  virtual int64_t num_forwards() const = 0;  // counted as the spec counts them
+  virtual int64_t prefix_hit_tokens() const { return 0; }
+  virtual const char* finish_reason() const = 0;  // "stop", "length" or "" while running
 
- private:
-  enum class Action { Prefill, StartBlock, Denoise, Commit, Finish };
-  Action next_action();
-  int64_t first_stop(int64_t from) const;
-  int64_t decoded_end() const;    // where decoded_prefix() ends in tokens()
-  bool enough_tokens() const;     // the tokens rule has its max_new_tokens final tokens
-  void finish();
-  void take_pages(PageTable& table, int64_t tokens);  // grows a table from the reservation
-  void check_finite(const RowResults& r, int rows) const;
-  void cache_committed();  // registers the committed blocks with the prefix cache
-  void push_token(int32_t token, int64_t step);  // appends a committed token (and its forward)
-
+ protected:
+  Sequence(int64_t id, const GenerationParams& params) : id_(id), p_(params) {}
   int64_t id_;
   GenerationParams p_;
-  std::unique_ptr<DecodePolicy> policy_;
-  int64_t vocab_ = 0;
-  int page_size_ = 0;
-  std::vector<int32_t> x_;
-  std::vector<int32_t> commit_step_;  // per generated position of x_: its commit forward, -1 while masked
-  int64_t p0_ = 0;
-  int64_t prefill_tokens_ = 0;  // floor(P0/B)*B when P0 > B (strictly, as upstream), else 0
-  int64_t prefilled_ = 0;       // prompt tokens committed so far (chunked prefills, prefix hits)
-  bool prefill_pending_ = false;
-  int64_t blocks_left_ = 0;
-  int64_t total_blocks_ = 0;    // blocks the length rule allows
-  int64_t pb_ = 0;              // length of x before the current block was padded
-  bool in_block_ = false;
-  bool block_cache_valid_ = false;
-  int next_sub_block_ = 0;      // Denoise: the sub-block, and whether by the sub-block alone
-  bool next_sub_only_ = false;
-  int64_t forwards_ = 0;
-  int64_t prefix_hit_tokens_ = 0;
-  bool done_ = false;
-  bool stopped_ = false;
-  ForwardRequest pending_;      // the request in flight (its rows and kind)
-  std::vector<int32_t> masked_;  // block positions of the pending denoising rows
-
-  KVCache* kv_ = nullptr;
-  PageReservation reservation_;
-  std::unique_ptr<PageTable> committed_;  // level 1: prompt and finished blocks
-  std::unique_ptr<PageTable> block_;      // level 2: the active block
-  std::vector<int32_t> cache_tokens_;     // the tokens whose K/V committed_ holds, in slot order
-  std::vector<int32_t> next_tokens_;      // per committed block: its AR next token, -1 when not computed
-  std::mt19937_64 rng_;
-  ops::SamplingOptions sampling_;         // the sampled rows' options (temperature > 0)
-  std::vector<MaskedPosition> stats_;
-  std::vector<uint8_t> unmask_;
-  std::vector<int32_t> sampled_token_;
-  std::vector<float> sampled_prob_;
 };
+
+// A validated sequence of the kind params.family asks for (InvalidArgument
+// naming the parameter).
+std::unique_ptr<Sequence> make_sequence(int64_t id, std::vector<int32_t> prompt, const GenerationParams& params,
+                                        const ModelConfig& model, int page_size);
 
 }  // namespace fastdllm

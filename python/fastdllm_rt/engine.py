@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 from . import _C
+from .families import FAST_DLLM_V2
 from .generation_config import GenerationConfig
 from .loader import load_model, read_config
 from .text import IncrementalDetokenizer, Prompt, TextTokenizer
@@ -192,7 +193,10 @@ class _Tracked:
                 self.error = state["error"] or "the request was cancelled"
                 return ""
             out = list(state["output"])
-            delta = self.detok.finish(out) if self.detok else ""
+            # LLaDA / Dream generate a fixed length with EOS padding: the text
+            # ends at the first stop token, as the official evaluations cut it.
+            text_ids = out if self.engine.config.family == FAST_DLLM_V2 else list(state["decoded"])
+            delta = self.detok.finish(text_ids) if self.detok else ""
         else:
             delta = self.detok.update(list(state["decoded"])) if self.detok else ""
             out = None
@@ -518,17 +522,27 @@ class Engine:
 
     def logits(self, token_ids, block_size: Optional[int] = None):
         """float32 numpy [len(token_ids), vocab]: the logits of the model's own
-        prefill forward over these ids (positions from 0, block-causal attention
-        with blocks of ``block_size``, default the config's bd_size), for
-        perplexity and accuracy checks. Runs between two decode steps of the
-        engine, on KV pages from its budget (MemoryBudgetError when too few are
-        free now)."""
+        prefill forward over these ids (positions from 0; Fast-dLLM v2:
+        block-causal attention with blocks of ``block_size``, default the
+        config's bd_size; LLaDA and Dream: bidirectional attention over all the
+        ids, the model's outputs as they are, so Dream's row p predicts token
+        p + 1), for perplexity and accuracy checks. Runs between two decode
+        steps of the engine, on KV pages from its budget (MemoryBudgetError when
+        too few are free now)."""
         try:
             ids = [int(t) for t in token_ids]
         except (TypeError, ValueError):
             raise ValueError(f"token_ids must be a sequence of token ids, got {type(token_ids).__name__}") from None
         if not ids:
             raise ValueError("token_ids is empty")
+        if self.config.family != FAST_DLLM_V2:
+            if block_size is not None:
+                raise ValueError(f"block_size applies to Fast-dLLM v2 models; a {self.config.family} model "
+                                 "attends over all the ids")
+            if len(ids) > self.max_batch_tokens:
+                raise ValueError(f"token_ids has {len(ids)} ids; a {self.config.family} forward runs over all of "
+                                 f"them at once, at most max_batch_tokens={self.max_batch_tokens}")
+            return self._loop_c.logits(ids, len(ids))  # one block spanning the ids: bidirectional
         bs = self.config.bd_size if block_size is None else block_size
         _positive_int(bs, "block_size", 4096)
         return self._loop_c.logits(ids, bs)  # range checked there; MemoryBudgetError when pages are short
@@ -581,7 +595,8 @@ class Engine:
 
     def _submit(self, ids: Sequence[int], gen: GenerationConfig):
         params = gen.native(block_size=self.config.bd_size, mask_id=self.config.mask_token_id,
-                            stop_id=self.config.stop_token_id, max_seq_len=self.max_seq_len)
+                            stop_id=self.config.stop_token_id, max_seq_len=self.max_seq_len,
+                            family=self.config.family)
         try:
             ids = [int(t) for t in ids]
         except (TypeError, ValueError):

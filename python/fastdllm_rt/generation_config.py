@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from . import _C
+from .families import FAST_DLLM_V2, SAMPLERS
 from .json_file import read_json_object
 from .loader import INT32_MAX
 
@@ -21,6 +22,13 @@ class GenerationConfig:
     max_new_tokens is "up to this many new tokens" (length_rule="tokens");
     length_rule="upstream" keeps the official loop's count (max_new_tokens // B
     blocks, so the count depends on the prompt length: docs/decoding.md).
+
+    sampler picks the decode rule; each family has its own (families.SAMPLERS,
+    the first is its default; docs/decoding.md). For LLaDA and Dream,
+    max_new_tokens is the official gen_length (exactly that many tokens are
+    generated), steps the official step count (None: max_new_tokens), cache
+    Fast-dLLM v1's "none" / "prefix" / "dual", and block_size the block length
+    (AdaBlock: the initial one).
     """
 
     max_new_tokens: int = 256
@@ -28,7 +36,14 @@ class GenerationConfig:
     block_size: Optional[int] = None       # None: the model's bd_size (32 for Fast-dLLM v2)
     sub_block_size: int = 8
     threshold: float = 0.9
-    policy: str = "threshold"              # the decode policy (runtime/decode_policy.h)
+    sampler: Optional[str] = None          # None: the family's default (families.SAMPLERS)
+    entropy_threshold: float = 0.5         # nats (entropy_threshold)
+    margin_threshold: float = 0.5          # top-1 minus top-2 probability (margin_threshold)
+    factor: float = 1.0                    # Fast-dLLM v1's parallel factor (factor)
+    steps: Optional[int] = None            # LLaDA / Dream: the official steps (None: max_new_tokens)
+    cache: str = "none"                    # LLaDA / Dream: Fast-dLLM v1's cache
+    delimiter_ids: Optional[List[int]] = None  # AdaBlock; None: the family's default
+    delimiter_threshold: float = math.inf  # AdaBlock; inf: fixed blocks
     use_block_cache: bool = False
     temperature: float = 0.0
     top_p: float = 0.95
@@ -38,9 +53,12 @@ class GenerationConfig:
     stop_token_id: Optional[int] = None    # None: from config.json (stop_token_id, else eos_token_id)
     mask_token_id: Optional[int] = None    # None: from config.json (mask_token_id, else 151665)
 
-    FIELDS = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "policy",
-              "use_block_cache", "temperature", "top_p", "top_k", "seed", "stop", "stop_token_id", "mask_token_id")
-    POLICIES = ("threshold",)
+    FIELDS = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "sampler",
+              "entropy_threshold", "margin_threshold", "factor", "steps", "cache", "delimiter_ids",
+              "delimiter_threshold", "use_block_cache", "temperature", "top_p", "top_k", "seed", "stop",
+              "stop_token_id", "mask_token_id")
+    ALIASES = {"policy": "sampler"}  # the keyword's name before LLaDA / Dream
+    CACHES = ("none", "prefix", "dual")
     LENGTH_RULES = ("tokens", "upstream")
 
     @classmethod
@@ -68,6 +86,7 @@ class GenerationConfig:
         return cfg
 
     def updated(self, **overrides) -> "GenerationConfig":
+        overrides = {self.ALIASES.get(k, k): v for k, v in overrides.items()}
         unknown = [k for k in overrides if k not in self.FIELDS]
         if unknown:
             raise TypeError(f"unknown generation parameter '{unknown[0]}'; known: {', '.join(self.FIELDS)}")
@@ -102,8 +121,25 @@ class GenerationConfig:
         number("top_p", 0.0, 1.0, lo_open=True)
         integer("top_k", 0)
         integer("seed", 0, (1 << 64) - 1)
-        if self.policy not in self.POLICIES:
-            raise ValueError(f"policy must be one of {self.POLICIES}, got {self.policy!r}")
+        known = sorted({s for names in SAMPLERS.values() for s in names})
+        if self.sampler is not None and self.sampler not in known:
+            raise ValueError(f"sampler must be one of {known}, got {self.sampler!r}")
+        number("entropy_threshold", 0.0, 1e6)
+        number("margin_threshold", 0.0, 1.0)
+        number("factor", 0.0, 1e6, lo_open=True)
+        if self.steps is not None:
+            integer("steps", 1)
+        if self.cache not in self.CACHES:
+            raise ValueError(f"cache must be one of {self.CACHES}, got {self.cache!r}")
+        dt = self.delimiter_threshold
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)) or math.isnan(dt):
+            raise ValueError(f"delimiter_threshold must be a number (inf: fixed blocks), got {dt!r}")
+        if self.delimiter_ids is not None:
+            ids = self.delimiter_ids
+            if not isinstance(ids, (list, tuple)) or not ids or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= INT32_MAX for t in ids):
+                raise ValueError(f"delimiter_ids must be a non-empty list of token ids, got {ids!r}")
+            self.delimiter_ids = list(ids)
         if not isinstance(self.use_block_cache, bool):
             raise ValueError(f"use_block_cache must be True or False, got {self.use_block_cache!r}")
         for name in ("stop_token_id", "mask_token_id"):
@@ -116,14 +152,27 @@ class GenerationConfig:
                 raise ValueError(f"stop must be a non-empty string or a list of them, got {self.stop!r}")
             self.stop = list(self.stop)
 
-    def native(self, *, block_size: int, mask_id: int, stop_id: int, max_seq_len: int) -> "_C.GenerationParams":
+    def native(self, *, block_size: int, mask_id: int, stop_id: int, max_seq_len: int,
+               family: str = FAST_DLLM_V2) -> "_C.GenerationParams":
+        sampler = self.sampler or SAMPLERS[family][0]
+        if sampler not in SAMPLERS[family]:
+            raise ValueError(f"sampler={sampler!r} is not a {family} sampler; {family} models take "
+                             f"{', '.join(SAMPLERS[family])}")
         p = _C.GenerationParams()
+        p.family = family
+        p.sampler = sampler
+        p.entropy_threshold = float(self.entropy_threshold)
+        p.margin_threshold = float(self.margin_threshold)
+        p.factor = float(self.factor)
+        p.steps = self.steps or 0
+        p.cache = self.cache
+        p.delimiter_ids = list(self.delimiter_ids or [])
+        p.delimiter_threshold = float(self.delimiter_threshold)
         p.max_new_tokens = self.max_new_tokens
         p.length_rule = self.length_rule
         p.block_size = self.block_size or block_size
         p.sub_block_size = self.sub_block_size
         p.threshold = float(self.threshold)
-        p.policy = self.policy
         p.use_block_cache = self.use_block_cache
         p.temperature = float(self.temperature)
         p.top_p = float(self.top_p)
@@ -132,6 +181,6 @@ class GenerationConfig:
         p.mask_id = self.mask_token_id if self.mask_token_id is not None else mask_id
         p.stop_id = self.stop_token_id if self.stop_token_id is not None else stop_id
         p.max_seq_len = max_seq_len
-        if p.block_size % p.sub_block_size:
+        if family == FAST_DLLM_V2 and p.block_size % p.sub_block_size:
             raise ValueError(f"sub_block_size ({p.sub_block_size}) must divide block_size ({p.block_size})")
         return p

@@ -1,8 +1,8 @@
 """Model folder -> native model: config.json, then the safetensors shards.
 
-The folder is a Hugging Face checkpoint of a Qwen2 / Fast-dLLM v2 model:
-``config.json`` plus ``model.safetensors`` or ``model.safetensors.index.json``
-with its shards. Every problem raises :class:`LoadError` naming the file and the
+The folder is a Hugging Face checkpoint of a Qwen2 / Fast-dLLM v2, LLaDA or
+Dream model (families.py tells them apart): ``config.json`` plus
+``model.safetensors`` or ``model.safetensors.index.json`` with its shards. Every problem raises :class:`LoadError` naming the file and the
 config key or tensor at fault.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from . import _C
+from . import families
 from .errors import LoadError
 from .json_file import read_json_object
 from .quant import layouts
@@ -50,6 +51,7 @@ class ModelConfig:
     torch_dtype: Optional[str]
     max_position_embeddings: int
     quant: Optional[QuantSpec] = None  # a GPTQ / AWQ checkpoint's layout
+    family: str = families.FAST_DLLM_V2  # fast_dllm_v2, llada or dream: the decode loop
     raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     def native_dict(self) -> dict:
@@ -100,9 +102,10 @@ def read_config(model_dir: str) -> ModelConfig:
         raise LoadError(f"{path}: not found (a model folder needs config.json)")
     cfg = read_json_object(path, LoadError)
 
-    mt = cfg.get("model_type")
-    if mt is not None and mt not in ("qwen2", "Fast_dLLM_Qwen", "fast_dllm_qwen"):
-        raise LoadError(f"{path}: 'model_type' is {mt!r}; only Qwen2 / Fast-dLLM v2 (Qwen2) models are supported")
+    family = families.family_of(cfg, path)
+    raw = cfg
+    if family == families.LLADA:
+        cfg = families.llada_as_qwen2(cfg, path)
     if cfg.get("rope_scaling") not in (None, {}):
         raise LoadError(f"{path}: 'rope_scaling' {cfg['rope_scaling']!r} is not supported (default RoPE only)")
     if cfg.get("hidden_act", "silu") != "silu":
@@ -116,6 +119,9 @@ def read_config(model_dir: str) -> ModelConfig:
                                     or any(t != "full_attention" for t in layer_types)):
         raise LoadError(f"{path}: 'layer_types' must all be 'full_attention', got {layer_types!r}")
     quant = quant_spec_from_config(cfg.get("quantization_config"), path)
+    if quant is not None and family == families.LLADA:
+        raise LoadError(f"{path}: 'quantization_config' ({quant.method}) is read for Qwen2 / Dream tensor names; "
+                        "quantize a LLaDA model at load with Engine(path, quantize='int8' | 'int4')")
 
     hidden = _int(cfg, "hidden_size", path, maximum=1 << 20)
     heads = _int(cfg, "num_attention_heads", path)
@@ -179,7 +185,8 @@ def read_config(model_dir: str) -> ModelConfig:
         torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
         max_position_embeddings=_int(cfg, "max_position_embeddings", path, default=32768),
         quant=quant,
-        raw=cfg,
+        family=family,
+        raw=raw,
     )
 
 
@@ -217,6 +224,12 @@ def checkpoint_dtype(config: ModelConfig) -> str:
     return "bfloat16"
 
 
+def tensor_names(config: ModelConfig) -> Dict[str, Optional[str]]:
+    """canonical (Qwen2) tensor name -> its name in the checkpoint (None: not
+    stored by this family, loaded as zeros)."""
+    return families.checkpoint_names(config.family, _C.checkpoint_tensors(config.native_dict()))
+
+
 def _is_layer_matrix(name: str) -> bool:
     return name.startswith("model.layers.") and name.endswith(".weight") and \
         any(name.endswith(m + ".weight") for m in LAYER_MATRICES)
@@ -232,9 +245,12 @@ def expected_tensors(model_dir: str, config: ModelConfig) -> Dict[str, tuple]:
     except ValueError as e:
         raise LoadError(f"{cfg_path}: {e}") from None
     out = {}
+    stored = families.checkpoint_names(config.family, dense)
     for name, shape in dense.items():
+        if stored[name] is None:
+            continue
         if config.quant is None or not _is_layer_matrix(name):
-            out[name] = (tuple(shape), tuple(FLOAT_DTYPES), True)
+            out[stored[name]] = (tuple(shape), tuple(FLOAT_DTYPES), True)
             continue
         n, k = shape
         problem = layouts.layout_problem(config.quant, n, k)
@@ -350,16 +366,19 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
         except ValueError as e:
             raise LoadError(f"{cfg_path}: {e}") from None
         shapes = _C.checkpoint_tensors(config.native_dict())
+        names_of = tensor_names(config)
+        canonical = {stored: name for name, stored in names_of.items() if stored is not None}
         parts: Dict[str, dict] = {}  # layer matrix -> its quantized tensors, until complete
         for path, (f, names) in files.items():
-            for name in names:
-                ent = f.entries[name]
+            for stored_name in names:
+                ent = f.entries[stored_name]
+                name = canonical.get(stored_name, stored_name)
                 try:
                     if spec is not None and spec.method == "fp8" and (
                             name.endswith((".weight_scale", ".weight_scale_inv")) or _is_layer_matrix(name)):
                         base = name[: name.rindex(".weight")]
                         got = parts.setdefault(base, {})
-                        got[name[len(base) + 1:]] = _array(f, name, np)
+                        got[name[len(base) + 1:]] = _array(f, stored_name, np)
                         scale = got.get("weight_scale", got.get("weight_scale_inv"))
                         if "weight" in got and scale is not None:
                             w = layouts.fp8_to_float(got["weight"], scale, spec, base)
@@ -369,7 +388,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                             "qweight", "qzeros", "scales", "g_idx"):
                         base, suffix = name.rsplit(".", 1)
                         got = parts.setdefault(base, {})
-                        got[suffix] = _array(f, name, np)
+                        got[suffix] = _array(f, stored_name, np)
                         need = ("qweight", "qzeros", "scales")
                         if all(k in got for k in need) and ("g_idx" in got or not _has(files, base + ".g_idx")):
                             n, k = shapes[base + ".weight"]
@@ -378,7 +397,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                                                        codes.perm)
                             del parts[base]
                     elif quantize and _is_layer_matrix(name):
-                        w = _array(f, name, np)
+                        w = _array(f, stored_name, np)
                         bad = int(w.size - np.count_nonzero(np.isfinite(w)))
                         if bad:
                             raise ValueError(f"tensor '{name}' holds {bad} non-finite values (NaN or inf) of "
@@ -386,13 +405,16 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                         codes = rtn_quantize(w, int(quantize[3:]), gs)
                         model.set_quantized_weight(name, codes.codes, codes.scales, codes.zeros, None)
                     else:
-                        view = f.data(name)
+                        view = f.data(stored_name)
                         try:
                             model.set_weight(name, view, FLOAT_DTYPES[ent.dtype][0], list(ent.shape))
                         finally:
                             view.release()
                 except ValueError as e:
                     raise LoadError(f"{path}: {e}") from None
+        for name, stored in names_of.items():
+            if stored is None:  # a tensor this family does not have (LLaDA's q/k/v bias): zeros
+                model.set_weight(name, np.zeros(shapes[name], np.float32), "float32", list(shapes[name]))
     model.finalize()
     return model
 

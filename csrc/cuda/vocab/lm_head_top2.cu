@@ -2,9 +2,9 @@
 // GEMM writes the active rows' logits into device scratch (at most a few
 // hundred rows x V fp32, which stays in L2 / costs microseconds of HBM next to
 // the V x H weight read), then one block per row finds the first maximum, the
-// first maximum among the other entries, and the softmax denominator relative
-// to the maximum (fp32 exps summed in double per thread). Only 16 bytes per row
-// leave the device. Limits: V < 2^31.
+// first maximum among the other entries, the softmax denominator relative
+// to the maximum and the entropy's weighted sum (fp32 exps summed in double per
+// thread). Only 20 bytes per row leave the device. Limits: V < 2^31.
 #include <cfloat>
 
 #include "core/caching_allocator.h"
@@ -52,7 +52,7 @@ __device__ __forceinline__ Top2 shfl_xor(const Top2& t, int o) {
 
 __global__ void top2_kernel(const float* logits, int64_t vocab, int32_t* index, float* prob) {
   __shared__ Top2 s_top[32];
-  __shared__ double s_sum[32];
+  __shared__ double s_sum[32], s_tsum[32];
   const float* l = logits + int64_t(blockIdx.x) * vocab;
   Top2 t{-FLT_MAX, -FLT_MAX, -1, -1};
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) offer(t, l[i], int(i));
@@ -67,18 +67,24 @@ __global__ void top2_kernel(const float* logits, int64_t vocab, int32_t* index, 
   }
   __syncthreads();
   const Top2 best = s_top[0];
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) sum += double(expf(l[i] - best.v1));
+  double sum = 0.0, tsum = 0.0;  // sums of e = exp(l - max) and of e * (l - max)
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float d = l[i] - best.v1, e = expf(d);
+    sum += double(e);
+    tsum += double(e * d);
+  }
   sum = warp_sum_d(sum);
-  if (lane == 0) s_sum[warp] = sum;
+  tsum = warp_sum_d(tsum);
+  if (lane == 0) s_sum[warp] = sum, s_tsum[warp] = tsum;
   __syncthreads();
   if (threadIdx.x == 0) {
-    double total = 0.0;
-    for (int w = 0; w < nw; ++w) total += s_sum[w];
+    double total = 0.0, ttotal = 0.0;
+    for (int w = 0; w < nw; ++w) total += s_sum[w], ttotal += s_tsum[w];
     index[2 * blockIdx.x] = best.i1;
-    prob[2 * blockIdx.x] = float(1.0 / total);
     index[2 * blockIdx.x + 1] = best.i2;
-    prob[2 * blockIdx.x + 1] = best.i2 >= 0 ? float(double(expf(best.v2 - best.v1)) / total) : 0.f;
+    prob[3 * blockIdx.x] = float(1.0 / total);
+    prob[3 * blockIdx.x + 1] = best.i2 >= 0 ? float(double(expf(best.v2 - best.v1)) / total) : 0.f;
+    prob[3 * blockIdx.x + 2] = float(log(total) - ttotal / total);  // entropy, nats
   }
 }
 

@@ -24,7 +24,9 @@ def bad(param: str, message: str) -> APIError:
 
 
 # The runtime's decoding parameters, accepted as extra body fields.
-EXTRA_FIELDS = ("block_size", "sub_block_size", "threshold", "use_block_cache", "top_k", "length_rule")
+EXTRA_FIELDS = ("block_size", "sub_block_size", "threshold", "use_block_cache", "top_k", "length_rule",
+                "entropy_threshold", "margin_threshold", "factor", "steps", "cache", "delimiter_ids",
+                "delimiter_threshold")
 @dataclass
 class Parsed:
     """One request, ready for the engine."""
@@ -129,9 +131,9 @@ def parse(body: Any, chat: bool, served_model: str, max_tokens_cap: int) -> Pars
         gen["stop"] = stop
     sampler = body.get("sampler")
     if sampler is not None:
-        if sampler != "threshold":
-            raise bad("sampler", f"unknown sampler {sampler!r} for this model (supported: 'threshold')")
-        gen["policy"] = sampler
+        if not isinstance(sampler, str):
+            raise bad("sampler", "must be a string")
+        gen["sampler"] = sampler  # checked against the model's family by the engine (a 400 naming it)
     for key in EXTRA_FIELDS:
         if key in body and body[key] is not None:
             gen[key] = body[key]
@@ -146,7 +148,7 @@ def parse(body: Any, chat: bool, served_model: str, max_tokens_cap: int) -> Pars
 
 
 # engine parameter -> the request field it came from
-BODY_NAME = {"max_new_tokens": "max_tokens", "policy": "sampler"}
+BODY_NAME = {"max_new_tokens": "max_tokens"}
 
 
 def param_of(message: str, p: Optional["Parsed"] = None) -> Optional[str]:
