@@ -78,8 +78,10 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
 // The lm_head fused with the greedy reduction: for each row of x [M, K] and
 // logits = x @ w[V, K]^T, index[r, 0] is the first maximum and prob[r, 0] its
 // softmax probability; index[r, 1] / prob[r, 1] the same for the first maximum
-// among the other V-1 entries (-1 / 0 when V == 1). index I32 [M, 2], prob F32
-// [M, 2]. The logits are never written out (CPU: reduced per L2-sized chunk).
+// among the other V-1 entries (-1 / 0 when V == 1); prob[r, 2] is the softmax
+// entropy in nats (log Z minus the probability-weighted mean logit: entropy
+// decode rules need no softmax tensor). index I32 [M, 2], prob F32 [M, 3]. The
+// logits are never written out (CPU: reduced per L2-sized chunk).
 void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob);
 
 // What sampling needs from the vocabulary (runtime/sampling.h does the rest on
