@@ -24,9 +24,39 @@ def _shift(logits):
     return torch.cat([logits[:1], logits[:-1]], 0)
 
 
+def _rule(sampler, p, conf, masked, param):
+    """The other v2 rules (docs/decoding.md), each always taking the best masked
+    position: entropy below, top-1 minus top-2 margin above, or Fast-dLLM v1's
+    factor rule on the confidences (full_attention_dllms.md 3.2)."""
+    idx = torch.nonzero(masked)[:, 0]
+    sel = torch.zeros_like(masked)
+    if sampler == "entropy_threshold":
+        h = -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(-1)
+        hm = h[idx]
+        sel[idx] = hm < param
+        sel[idx[int(hm.argmin())]] = True
+    elif sampler == "margin_threshold":
+        top = p.topk(2, -1).values
+        m = (top[:, 0] - top[:, 1])[idx]
+        sel[idx] = m > param
+        sel[idx[int(m.argmax())]] = True
+    elif sampler == "factor":
+        c = conf[idx]
+        order = torch.sort(c, descending=True, stable=True).indices
+        n, take = len(order), len(order)
+        for r in range(2, n + 1):
+            if float(c[order[r - 1]]) < 1 - param / (r + 1):
+                take = n if r == n else r - 1
+                break
+        sel[idx[order[:take]]] = True
+    else:
+        raise ValueError(sampler)
+    return sel
+
+
 @torch.no_grad()
 def ref_generate(ref: RefQwen2, prompt, max_new_tokens, *, block_size=32, small_block_size=8, threshold=1.0,
-                 use_block_cache=False, mask_id, stop_token):
+                 use_block_cache=False, mask_id, stop_token, sampler="threshold", rule_param=None):
     """Returns (generated ids after the prompt, number of model forwards)."""
     B, S = block_size, small_block_size
     nS = B // S
@@ -92,10 +122,13 @@ def ref_generate(ref: RefQwen2, prompt, max_new_tokens, *, block_size=32, small_
                     conf = p.gather(-1, tok[:, None])[:, 0]
                     masked = torch.tensor([t == mask_id for t in blk[s:e]], device=conf.device)
                     conf = torch.where(masked, conf, torch.tensor(float("-inf"), dtype=conf.dtype, device=conf.device))
-                    sel = conf > threshold
-                    # Deviation 2 (docs/decoding.md): near-ties (1e-5 relative) of the
-                    # always-one rule go to the first position, as exact bf16 ties do upstream.
-                    sel[int(torch.nonzero(conf >= conf.max() * (1 - 1e-5))[0])] = True
+                    if sampler == "threshold":
+                        sel = conf > threshold
+                        # Deviation 2 (docs/decoding.md): near-ties (1e-5 relative) of the
+                        # always-one rule go to the first position, as exact bf16 ties do upstream.
+                        sel[int(torch.nonzero(conf >= conf.max() * (1 - 1e-5))[0])] = True
+                    else:
+                        sel = _rule(sampler, p.double(), conf.double(), masked, rule_param)
                     sel &= masked
                     base = len(x) - B
                     for j in range(S):

@@ -99,3 +99,35 @@ def test_sampling_is_seeded(setup):
     b = engine.generate_ids(list(range(7)), seed=1, **kw).token_ids
     c = engine.generate_ids(list(range(7)), seed=2, **kw).token_ids
     assert a == b and a != c and MASK not in a
+
+
+RULES = {"entropy_threshold": [1.0, 4.5], "margin_threshold": [0.05, 0.3], "factor": [0.5, 3.0]}
+
+
+@pytest.mark.parametrize("bs", [(32, 8), (16, 16)], ids=lambda b: f"B{b[0]}S{b[1]}")
+@pytest.mark.parametrize("block_cache", [False, True], ids=["nocache", "blockcache"])
+@pytest.mark.parametrize("sampler,value", [(s, v) for s, vs in RULES.items() for v in vs])
+def test_other_rules_token_exact(setup, bs, block_cache, sampler, value):
+    """Fast-dLLM v2 with the entropy, margin and factor rules (from the fused
+    lm_head statistics) against the reference computing them from full softmaxes."""
+    engine, ref, seed = setup
+    B, S = bs
+    prompt = (np.arange(9) * (seed + 5)) % 300
+    res = engine.generate_ids(list(prompt), length_rule="upstream", max_new_tokens=2 * B, block_size=B,
+                              sub_block_size=S, use_block_cache=block_cache, stop_token_id=2, sampler=sampler,
+                              **{sampler: value})
+    ids, forwards = ref_generate(ref, prompt, 2 * B, block_size=B, small_block_size=S, use_block_cache=block_cache,
+                                 mask_id=MASK, stop_token=2, sampler=sampler, rule_param=value)
+    assert res.token_ids == ids
+    assert res.num_forwards == forwards
+
+
+def test_rules_differ_from_each_other(setup):
+    """The rules are really different rules: on the same prompt they take
+    different numbers of forwards at some setting (guards against a policy that
+    silently falls back to the threshold)."""
+    engine, _, _ = setup
+    prompt = list(range(3, 12))
+    runs = {s: engine.generate_ids(prompt, max_new_tokens=64, sampler=s, **({s: v[0]} if s in RULES else {}),
+                                   stop_token_id=2).num_forwards for s, v in [("threshold", None), *RULES.items()]}
+    assert len(set(runs.values())) >= 3, runs
