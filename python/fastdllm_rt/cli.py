@@ -22,6 +22,7 @@ from . import __version__, _C
 from .engine import Engine, GenerationError, default_threads, max_threads, physical_cores
 from .errors import LoadError
 from .generation_config import GenerationConfig
+from .families import SAMPLERS
 from .loader import check_checkpoint, read_config
 
 
@@ -33,6 +34,16 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--block-size", type=int)
     g.add_argument("--sub-block-size", type=int)
     g.add_argument("--threshold", type=float)
+    g.add_argument("--sampler", help="decode rule; per family: " + "; ".join(
+        f"{fam}: {', '.join(names)}" for fam, names in SAMPLERS.items()) + " (the first is the default)")
+    g.add_argument("--steps", type=int, help="LLaDA / Dream: the official step count (default: --max-new-tokens)")
+    g.add_argument("--cache", choices=GenerationConfig.CACHES, help="LLaDA / Dream: Fast-dLLM v1's cache")
+    g.add_argument("--entropy-threshold", type=float, help="sampler entropy_threshold (nats)")
+    g.add_argument("--margin-threshold", type=float, help="sampler margin_threshold (top-1 minus top-2)")
+    g.add_argument("--factor", type=float, help="sampler factor (Fast-dLLM v1)")
+    g.add_argument("--delimiter-ids", type=lambda v: [int(t) for t in v.split(",")], metavar="ID,ID",
+                   help="sampler adablock: delimiter token ids")
+    g.add_argument("--delimiter-threshold", type=float, help="sampler adablock: delimiter confidence to cut a block")
     g.add_argument("--use-block-cache", action="store_true", default=None)
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-p", type=float)
@@ -52,8 +63,9 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gen_kwargs(a: argparse.Namespace) -> dict:
-    keys = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "use_block_cache",
-            "temperature", "top_p", "top_k", "seed", "stop")
+    keys = ("max_new_tokens", "length_rule", "block_size", "sub_block_size", "threshold", "sampler", "steps", "cache",
+            "entropy_threshold", "margin_threshold", "factor", "delimiter_ids", "delimiter_threshold",
+            "use_block_cache", "temperature", "top_p", "top_k", "seed", "stop")
     return {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
 
 
@@ -105,6 +117,8 @@ def cmd_info(a: argparse.Namespace) -> int:
                                          * c.head_dim * 2 + 3 * c.hidden_size * c.intermediate_size))
     info = {
         "model_dir": os.path.abspath(a.model_dir),
+        "family": c.family,
+        "samplers": list(SAMPLERS[c.family]),
         "architecture": {k: getattr(c, k) for k in (
             "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", "rope_theta", "rms_norm_eps", "tie_word_embeddings")},
