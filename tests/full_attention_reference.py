@@ -289,11 +289,12 @@ def dream_sample_tokens(logits: torch.Tensor, kind: str = "maskgit_plus"):
     return conf, x0
 
 
-def dream_rule_threshold(x, s, logits, cand, threshold):
-    """4.2/4.4 confidence_threshold on a block: k = candidates; first by conf always,
-    others iff not conf < threshold (fp32 comparison)."""
+def dream_rule_threshold(x, s, logits, cand, threshold, k=None):
+    """4.2/4.4 confidence_threshold: the k best candidates (k: the block's masks,
+    current_transfer_tokens; default all candidates); first by conf always, others
+    iff not conf < threshold (fp32 comparison)."""
     conf, x0 = dream_sample_tokens(logits)
-    vals, idx = _topk_indices(conf, cand, int(cand.sum()))
+    vals, idx = _topk_indices(conf, cand, int(cand.sum()) if k is None else k)
     _commit(x, s, _first_plus(vals, idx, lambda c: not bool(c < threshold)), x0)
 
 
@@ -342,10 +343,11 @@ def llada_low_confidence(model, prompt, G, B, steps, mask_id):
         s, e = P + b * B, P + (b + 1) * B
         ks = llada_schedule(int((x[s:e] == mask_id).sum()), S)
         for i in range(S):
-            logits = model.full(x)[0][s:e]
+            # candidates: every mask before the block's end (prompt masks too; x0_p[:, end:] = -inf)
+            logits = model.full(x)[0][:e]
             x0 = logits.argmax(-1)
             conf = F.softmax(logits, -1).gather(-1, x0[:, None])[:, 0]
-            _commit(x, s, _topk_indices(conf, x[s:e] == mask_id, ks[i])[1], x0)
+            _commit(x, 0, _topk_indices(conf, x[:e] == mask_id, ks[i])[1], x0)
     return x
 
 
@@ -360,16 +362,18 @@ def llada_blockwise(model, prompt, G, B, steps, mask_id, cache, transfer, old_lo
         s, e = P + b * B, P + (b + 1) * B
         ks = llada_schedule(int((x[s:e] == mask_id).sum()), S)
         full = lambda: not bool((x[s:e] == mask_id).any())  # noqa: E731
+        # Full forwards take every mask before the block's end as a candidate
+        # (mask_index[:, end:] = 0); cached steps only the block's.
         if cache == "none":
             i = 0
             while True:
-                transfer(x, s, model.full(x)[0][s:e], x[s:e] == mask_id, i, ks)
+                transfer(x, 0, model.full(x)[0][:e], x[:e] == mask_id, i, ks)
                 i += 1
                 if full():
                     break
             continue
         logits, kv = model.full(x)                       # block-start forward (step 0)
-        transfer(x, s, logits[s:e], x[s:e] == mask_id, 0, ks)
+        transfer(x, 0, logits[:e], x[:e] == mask_id, 0, ks)
         if cache == "prefix":
             kv = _prefix_cache(kv, s)                    # K/V of [0, s) from that forward
         i = 1
@@ -431,12 +435,13 @@ def llada_adablock(model, prompt, G, init_len, mask_id, cache, threshold, delimi
         blk_hist.append(length)
         end = start + length
         done += length
-        rule_adablock(x, start, logits[start:end], x[start:end] == mask_id, threshold)
+        rule_adablock(x, 0, logits[:end], x[:end] == mask_id, threshold)  # masks < end
         if cache == "prefix":
             kv = _prefix_cache(kv, start)
         while bool((x[start:end] == mask_id).any()):
             if cache == "none":
-                lg = model.full(x)[0][start:end]
+                rule_adablock(x, 0, model.full(x)[0][:end], x[:end] == mask_id, threshold)
+                continue
             elif cache == "prefix":
                 lg = model.prefix(x[start:], start, kv)[:length]
             else:
@@ -456,9 +461,10 @@ def dream_diffusion(model, prompt, G, steps, mask_id, alg, threshold=None):
     if alg == "origin" and steps != 1:
         raise ValueError("origin with steps > 1 draws positions at random (torch.rand)")
     if alg == "confidence_threshold":
-        if G % steps:
-            raise ValueError(f"masks {G} must be divisible by steps {steps}")
-        quota, carry = G // steps, 0
+        masks = int((x == mask_id).sum())  # the whole row's masks (prompt masks too)
+        if masks % steps:
+            raise ValueError(f"masks {masks} must be divisible by steps {steps}")
+        quota, carry = masks // steps, 0
     i = 0
     while i < steps:
         mask = x == mask_id
@@ -534,13 +540,14 @@ def dream_dparallel(model, prompt, G, B, steps, mask_id, threshold):
     for b in range(nb):
         s, e = P + b * B, P + (b + 1) * B
         while True:
-            lg = _dream_shift(model.full(x)[0])[s:e]
+            lg = _dream_shift(model.full(x)[0])[:e]            # candidates: masks before the block's end
             probs = torch.softmax(lg, -1)
             H = -torch.sum(probs * torch.log(probs + 1e-8), -1)
             x0 = lg.argmax(-1)
-            cand = x[s:e] == mask_id
-            vals, idx = _topk_indices(H, cand, int(cand.sum()), largest=False)
-            _commit(x, s, _first_plus(vals, idx, lambda h: bool(h < threshold)), x0)
+            cand = x[:e] == mask_id
+            k = int((x[s:e] == mask_id).sum())  # current_transfer_tokens: the block's masks
+            vals, idx = _topk_indices(H, cand, k, largest=False)
+            _commit(x, 0, _first_plus(vals, idx, lambda h: bool(h < threshold)), x0)
             if not bool((x[s:e] == mask_id).any()):
                 break
     return x
@@ -564,13 +571,15 @@ def dream_adablock(model, prompt, G, init_len, mask_id, threshold, delimiter_ids
         if dual:
             x[start] = dream_sample_tokens(logits[start:start + 1])[1][0]
         else:
-            dream_rule_threshold(x, start, logits[start:end], x[start:end] == mask_id, threshold)
+            dream_rule_threshold(x, 0, logits[:end], x[:end] == mask_id, threshold,
+                                 int((x[start:end] == mask_id).sum()))  # masks < end, k = the block's
         while bool((x[start:end] == mask_id).any()):
             if dual:
                 lg = _dream_shift(model.dual(x[start:end], start, end, kv))
+                dream_rule_threshold(x, start, lg, x[start:end] == mask_id, threshold)
             else:
-                lg = _dream_shift(model.full(x)[0])[start:end]
-            dream_rule_threshold(x, start, lg, x[start:end] == mask_id, threshold)
+                lg = _dream_shift(model.full(x)[0])[:end]
+                dream_rule_threshold(x, 0, lg, x[:end] == mask_id, threshold, int((x[start:end] == mask_id).sum()))
         nfe_hist.append(model.nfe - n0)
     return x, nfe_hist, blk_hist
 

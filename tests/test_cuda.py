@@ -169,6 +169,7 @@ def test_lm_head_top2(rows, k, vocab, dtype):
         np.testing.assert_array_equal(gi, ci)
         np.testing.assert_allclose(gp[:, :2], cp[:, :2], rtol=1e-4)
         np.testing.assert_allclose(gp[:, 2], cp[:, 2], rtol=1e-4, atol=1e-4)  # the entropy
+        np.testing.assert_allclose(gp[:, 3], cp[:, 3], rtol=1e-3, atol=1e-12)  # 1 - p1
     else:  # activations rounded to the weight type on the GPU: its choice is a top choice of the CPU logits
         logits = ops.linear(x, wp, weight_dtype=wd)
         chosen = np.take_along_axis(logits, gi[:, :1].astype(np.int64), 1)[:, 0]
@@ -449,3 +450,56 @@ def test_quantized_engine_on_the_gpu_matches_the_cpu(tmp_path):
             np.testing.assert_allclose(g.logits(ids), c.logits(ids), atol=2e-3, rtol=1e-3)
     finally:
         del os.environ["FASTDLLM_ISA"]
+
+
+def _fp8_reference(x, wq, ws, bias=None, residual=None):
+    """W8A8 as the GPU computes it: x / (max|row| / 448) rounded to E4M3 (torch's
+    saturating float8_e4m3fn conversion), products summed in float64."""
+    from fastdllm_rt.quant.layouts import E4M3
+    amax = np.abs(x).max(1)
+    sx = np.where(amax > 0, amax / np.float32(448), 1).astype(np.float32)
+    xq = torch.from_numpy(np.clip(x / sx[:, None], -448, 448)).to(torch.float8_e4m3fn).float().numpy()
+    out = (xq.astype(np.float64) * sx[:, None]) @ (E4M3[wq].astype(np.float64) * ws[:, None]).T
+    return out + (0 if bias is None else bias) + (0 if residual is None else residual)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 17, 64, 65, 130])
+@pytest.mark.parametrize("n,k", [(24, 64), (336, 256), (1536, 1536), (8960, 1536)])
+def test_linear_fp8_matches_the_w8a8_reference(rows, n, k):
+    from fastdllm_rt.quant.layouts import float_to_e4m3
+    rng = np.random.default_rng(rows + n)
+    wq = float_to_e4m3(rng.standard_normal((n, k)) * 30)
+    ws = (rng.random(n) * 0.01 + 0.001).astype(np.float32)
+    x, b, r = randn(rows, k), randn(n), randn(rows, n)
+    x[0, :5] = 0
+    got = ops.linear_fp8(x, wq, ws, bias=b, residual=r, device="cuda")
+    np.testing.assert_allclose(got, _fp8_reference(x, wq, ws, b, r), rtol=1e-3, atol=1e-3)
+    got = ops.linear_fp8(x.astype(np.float32), wq, ws, device="cuda")  # no bias, no residual: C is zeros
+    np.testing.assert_allclose(got, _fp8_reference(x, wq, ws), rtol=1e-3, atol=1e-3)
+
+
+def test_fp8_engine_on_the_gpu_tracks_the_dequantized_cpu_model(tmp_path):
+    """An fp8 checkpoint runs W8A8 on the GPU; the CPU runs its dequantized
+    weights with fp32 activations. The difference is the activations' E4M3
+    rounding: logits within a few percent, the same greedy choice at most rows."""
+    from test_quant_model import QCFG, write_fp8
+    write_fp8(str(tmp_path / "q"), QCFG, scale_shape="channel")
+    with fastdllm_rt.Engine(str(tmp_path / "q"), device="cpu", kv_dtype="float32") as c, \
+            fastdllm_rt.Engine(str(tmp_path / "q"), device="cuda", kv_dtype="float32") as g:
+        assert g.model.weight_format == "fp8" and c.model.weight_format == "dense"
+        ids = list(range(3, 60))
+        lc, lg = c.logits(ids), g.logits(ids)
+        assert np.linalg.norm(lg - lc) / np.linalg.norm(lc) < 0.05
+        assert (lg.argmax(1) == lc.argmax(1)).mean() > 0.9
+        res = g.generate_ids(ids[:9], max_new_tokens=32)
+        assert len(res.token_ids) > 0
+
+
+def test_quantize_fp8_at_load(tmp_path):
+    from model_factory import make_config, write_model
+    path = write_model(str(tmp_path / "m"), make_config(), dtype=torch.bfloat16)
+    with fastdllm_rt.Engine(path, device="cuda") as b, fastdllm_rt.Engine(path, device="cuda", quantize="fp8") as q:
+        assert q.model.weight_format == "fp8" and q.model.weight_bytes < b.model.weight_bytes
+        ids = list(range(3, 40))
+        lb, lq = b.logits(ids), q.logits(ids)
+        assert (lb.argmax(1) == lq.argmax(1)).mean() > 0.8

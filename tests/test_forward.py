@@ -122,6 +122,7 @@ def test_forward_top2_is_the_reduction_of_the_logits(fp32_model):
     np.testing.assert_allclose(prob[:, :2], top.values.numpy(), rtol=1e-5)
     entropy = -(p * p.log()).sum(-1).numpy()
     np.testing.assert_allclose(prob[:, 2], entropy, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prob[:, 3], 1 - top.values[:, 0].numpy(), rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("top_p,top_k", [(0.9, 0), (1.0, 7), (0.999, 0)])

@@ -324,3 +324,87 @@ def test_loader_errors_name_the_key(tmp_path):
     save_file(t, os.path.join(path, "model.safetensors"))
     with pytest.raises(LoadError, match="'model.transformer.blocks.1.attn_out.weight' is missing"):
         fastdllm_rt.Engine(path)
+
+
+# ---- edge cases (a review of the first version found each) ---------------------
+
+def test_dream_schedule_is_torch_linspace():
+    """k = int(n (1 - s/t)) turns on fp32 roundings: the schedule must be
+    torch.linspace's bit for bit (its fused multiply-adds), for every step count."""
+    T = fastdllm_rt._C._testing.ops
+    for steps in list(range(1, 300)) + [511, 512, 777, 1024]:
+        want = torch.linspace(1, 1e-3, steps + 1).numpy()
+        got = np.asarray(T.dream_timesteps(steps), np.float32)
+        np.testing.assert_array_equal(got, want, err_msg=f"steps={steps}")
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_prompt_masks_are_candidates_of_full_forwards(request, family):
+    """The official full forwards take every mask before the block's end as a
+    candidate (mask_index[:, end:] = 0), prompt masks included; cached steps only
+    the block's."""
+    engine, model = request.getfixturevalue(family)
+    prompt = prompt_of(9)
+    prompt[2] = prompt[6] = model.mask_id
+    cases = ([dict(sampler="threshold", threshold=0.3, block_size=8, steps=2, cache=c) for c in ("none", "prefix", "dual")]
+             + [dict(sampler="low_confidence", block_size=8, steps=4),
+                dict(sampler="adablock", threshold=0.3, block_size=8, cache="prefix"),
+                dict(sampler="entropy_threshold", entropy_threshold=4.0, block_size=8, steps=2)]
+             if family == "llada" else
+             [dict(sampler="entropy_threshold", entropy_threshold=4.0, block_size=8),
+              dict(sampler="adablock", threshold=0.3, block_size=8, cache="none"),
+              dict(sampler="adablock", threshold=0.3, block_size=8, cache="dual"),
+              dict(sampler="threshold", threshold=0.3, block_size=8, steps=2, cache="prefix"),
+              dict(sampler="maskgit_plus", steps=6)])
+    for kw in cases:
+        check((engine, model), prompt, max_new_tokens=16, **kw)
+    if family == "llada":  # the fixed schedule cannot cover the block and the prompt's masks: a clear error
+        with pytest.raises(fastdllm_rt.GenerationError, match="fixed schedule .* is used up"):
+            engine.generate_ids(prompt, max_new_tokens=16, sampler="fixed", block_size=8, steps=8)
+    res = engine.generate_ids(prompt, max_new_tokens=16, **cases[0])
+    assert engine.stats()["pages_in_use"] == 0 and len(res.token_ids) == 16
+
+
+@pytest.mark.parametrize("family", ["llada", "dream"])
+@pytest.mark.parametrize("block", [1, 3, 12])
+def test_block_sizes_need_not_be_multiples_of_8(request, family, block):
+    sampler = dict(sampler="threshold", threshold=0.3, steps=24 // block, cache="dual") if family == "llada" else \
+        dict(sampler="entropy_threshold", entropy_threshold=4.0)
+    check(request.getfixturevalue(family), prompt_of(7), max_new_tokens=24, block_size=block, **sampler)
+    check(request.getfixturevalue(family), prompt_of(7), max_new_tokens=20, block_size=block, sampler="adablock",
+          threshold=0.3, cache="none")
+
+
+def test_peaked_rows_keep_float64_confidences(tmp_path):
+    """Where a confidence rounds to 1 in fp32, Fast-dLLM v1 and AdaBlock still
+    order and threshold the float64 values: a sharpened output head makes such
+    rows common, and threshold=1.0 (commit only the best unless exactly 1) and
+    the fixed rule's top-k still match the reference."""
+    cfg = llada_config()
+    w = random_llada_weights(cfg, seed=5)
+    # x15: tails 1e-12 .. 1e-6 (fp32 rounds those confidences to 1); at x30 some
+    # rows reach exactly 1.0 in float64 too, ties whose order torch leaves open
+    w["model.transformer.ff_out.weight"] *= 15
+    path = write_llada(str(tmp_path / "sharp"), cfg, weights=w)
+    with fastdllm_rt.Engine(path, threads=1) as engine:
+        setup = (engine, FullAttentionModel.from_path(path))
+        p = prompt_of(6)
+        for kw in [dict(sampler="threshold", threshold=1.0, block_size=8, steps=2, cache="none"),
+                   dict(sampler="adablock", threshold=1.0, block_size=8, cache="dual"),
+                   dict(sampler="fixed", block_size=8, steps=16, cache="prefix"),
+                   dict(sampler="factor", factor=0.001, block_size=8, steps=2)]:
+            check(setup, p, max_new_tokens=16, **kw)
+
+
+@pytest.mark.parametrize("family,kw", [
+    ("dream", dict(sampler="threshold")), ("dream", dict(sampler="entropy")), ("llada", dict(sampler="fixed")),
+    ("llada", dict(sampler="adablock", threshold=0.5))])
+def test_zero_new_tokens_runs_nothing(request, family, kw):
+    engine, _ = request.getfixturevalue(family)
+    res = engine.generate_ids(prompt_of(5), max_new_tokens=0, block_size=8, **kw)
+    assert res.token_ids == [] and res.num_forwards == 0
+
+
+def test_steps_are_bounded(dream):
+    with pytest.raises(ValueError, match="steps must be at most"):
+        dream[0].generate_ids(prompt_of(5), sampler="entropy", max_new_tokens=16, steps=(1 << 20) + 1)

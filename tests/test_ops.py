@@ -132,7 +132,9 @@ def top2_reference(logits):
     order = np.lexsort((np.arange(logits.shape[1])[None].repeat(len(logits), 0), -logits), axis=1)
     idx = order[:, :2]
     entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(1)
-    return idx, np.concatenate([np.take_along_axis(p, idx, 1), entropy[:, None]], 1)
+    top = np.take_along_axis(p, idx, 1)
+    tail = np.sort(p, 1)[:, :-1].sum(1)  # 1 - p1, summed without cancellation
+    return idx, np.concatenate([top, entropy[:, None], tail[:, None]], 1)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 8, 33])
@@ -150,18 +152,36 @@ def test_lm_head_top2(isa, rows, k, vocab, dtype):
     weight = ops.pack_bf16(wp) if dtype == "packed" else wp
     logits = ops.linear(x, weight, weight_dtype=wd, packed=dtype == "packed")
     idx, prob = ops.lm_head_top2(x, weight, weight_dtype=wd, packed=dtype == "packed")
-    assert idx.shape == (rows, 2) and prob.shape == (rows, 3)
+    assert idx.shape == (rows, 2) and prob.shape == (rows, 4)
     if vocab == 1:
         np.testing.assert_array_equal(idx, [[0, -1]] * rows)
-        np.testing.assert_allclose(prob, [[1.0, 0.0, 0.0]] * rows, atol=1e-7)
+        np.testing.assert_allclose(prob, [[1.0, 0.0, 0.0, 0.0]] * rows, atol=1e-7)
         return
     ref_idx, ref_prob = top2_reference(logits)
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_allclose(prob[:, :2], ref_prob[:, :2], rtol=2e-6, atol=1e-12)
     # the entropy from one extra accumulator (log Z - E[logit]): fp32 exps, double sums
     np.testing.assert_allclose(prob[:, 2], ref_prob[:, 2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prob[:, 3], ref_prob[:, 3], rtol=1e-5, atol=1e-30)  # 1 - p1, relative
     if vocab > 40:
         assert idx[0, 0] == 5 and idx[0, 1] == min(2100 % vocab, vocab - 3)
+
+
+def test_lm_head_top2_tail_mass_keeps_peaked_rows_apart(isa):
+    """Rows whose top probability rounds to 1 in fp32 still differ in 1 - p1
+    (what the float64 confidence rules of Fast-dLLM v1 compare)."""
+    k, vocab = 16, 300
+    w = randn(vocab, k)
+    scales = np.linspace(0.5, 12, 200)
+    _, tails = top2_reference(ops.linear(np.stack([w[7] * s for s in scales]).astype(np.float32), w))
+    picked = [s for s, t in zip(scales, tails[:, 3]) if 1e-14 < t < 3e-8][::4][:3]  # p1 rounds to 1 in fp32
+    assert len(picked) == 3
+    x = np.stack([w[7] * s for s in picked]).astype(np.float32)
+    idx, prob = ops.lm_head_top2(x, w)
+    assert (idx[:, 0] == 7).all() and (prob[:, 0] == 1.0).all()
+    _, ref = top2_reference(ops.linear(x, w))
+    np.testing.assert_allclose(prob[:, 3], ref[:, 3], rtol=1e-4)
+    assert prob[0, 3] > prob[1, 3] > prob[2, 3] > 0
 
 
 def test_lm_head_top2_errors():

@@ -24,6 +24,7 @@
 #include "fastdllm/ops.h"
 #include "model/graph_cache.h"
 #include "runtime/sampling.h"
+#include "runtime/transfer_rules.h"
 #include "runtime/scheduler.h"
 
 namespace fastdllm::bindings {
@@ -392,6 +393,36 @@ void bind_testing(py::module_& t) {
   }, py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("zeros"), py::arg("perm") = py::none(),
      py::arg("format") = "int4", py::arg("group_size") = 128, py::arg("bias") = py::none(),
      py::arg("residual") = py::none(), py::arg("silu") = false, py::arg("x_dtype") = "", py::arg("device") = "cpu");
+  // Dream's fp32 schedule: torch.linspace(1, 1e-3, steps + 1) as the samplers compute it.
+  m.def("dream_timesteps", [](int64_t steps) {
+    std::vector<float> t(size_t(steps + 1));
+    for (int64_t i = 0; i <= steps; ++i) t[size_t(i)] = rules::dream_timestep(steps, i);
+    return t;
+  });
+  // W8A8 fp8 linear: E4M3 bytes [N, K] with one scale per row (ops::linear, CUDA).
+  m.def("linear_fp8", [](py::array x, py::array_t<uint8_t, py::array::c_style | py::array::forcecast> wq,
+                         py::array_t<float, py::array::c_style | py::array::forcecast> scales, py::object bias,
+                         py::object residual, const std::string& x_dt, const std::string& device) {
+    FDL_CHECK(wq.ndim() == 2 && scales.ndim() == 1 && scales.shape(0) == wq.shape(0),
+              "linear_fp8: weight bytes must be [N, K] and scales [N]");
+    const int64_t n = wq.shape(0), k = wq.shape(1);
+    OnDevice d(device);
+    WeightView w;
+    w.format = WeightFormat::Fp8;
+    w.group_size = k;
+    w.values = d.in(TensorView(const_cast<uint8_t*>(wq.data()), DType::U8, {n, k}));
+    w.scales = d.in(TensorView(const_cast<float*>(scales.data()), DType::F32, {n}));
+    auto out = empty_f32({x.shape(0), py::ssize_t(n)});
+    const TensorView xv = d.in(as_view(x, x_dt)), bv = d.in(opt_view(bias)), rv = d.in(opt_view(residual)),
+                     ov = d.out(as_view(out));
+    {
+      py::gil_scoped_release nogil;
+      ops::linear(xv, w, bv, rv, ov);
+    }
+    d.finish();
+    return out;
+  }, py::arg("x"), py::arg("weight"), py::arg("scales"), py::arg("bias") = py::none(),
+     py::arg("residual") = py::none(), py::arg("x_dtype") = "", py::arg("device") = "cpu");
   m.def("silu_mul", [](py::array gu, const std::string& out_dtype, const std::string& device) -> py::array {
     py::array out = operand_out({gu.shape(0), gu.shape(1) / 2}, out_dtype);
     OnDevice d(device);
@@ -461,7 +492,7 @@ void bind_testing(py::module_& t) {
       return packed_view(as_view(t[0].cast<py::array>(), dt), t[1].cast<int64_t>(), t[2].cast<int64_t>());
     }() : as_view(w.cast<py::array>(), dt);
     py::array_t<int32_t> idx({x.shape(0), py::ssize_t(2)});
-    auto prob = empty_f32({x.shape(0), 3});
+    auto prob = empty_f32({x.shape(0), 4});
     OnDevice d(device);
     const TensorView xv = d.in(as_view(x)), wd = d.in(wv), iv = d.out(as_view(idx)), pv = d.out(as_view(prob));
     {
@@ -611,7 +642,7 @@ void bind_testing(py::module_& t) {
       f.batch.greedy_rows = f.rows.data();
       f.batch.num_greedy = R;
       py::array_t<int32_t> idx({py::ssize_t(R), py::ssize_t(2)});
-      auto prob = empty_f32({py::ssize_t(R), 3});
+      auto prob = empty_f32({py::ssize_t(R), 4});
       out.top2_index = idx.mutable_data();
       out.top2_prob = prob.mutable_data();
       {

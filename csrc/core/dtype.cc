@@ -42,7 +42,7 @@ WeightFormat weight_format_from_name(const char* name) {
   const std::string s(name);
   for (const WeightFormatTraits& t : kWeightFormats)
     if (s == t.name) return t.format;
-  throw InvalidArgument("unknown weight format '" + s + "' (expected dense, int8 or int4)");
+  throw InvalidArgument("unknown weight format '" + s + "' (expected dense, int8, int4 or fp8)");
 }
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }

@@ -40,8 +40,8 @@ void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* inde
 // w: the packed, gate/up-interleaved matrix (ops::linear_silu_mul).
 void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, int64_t inter, int64_t k);
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
-// index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 3]: their
-// softmax probabilities and the softmax entropy in nats (ops::lm_head_top2).
+// index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 4]: their
+// softmax probabilities, the softmax entropy in nats and 1 - p1 (ops::lm_head_top2).
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);
 // stats [rows, 2], count [rows], cand [rows, vocab, 2] (ops::sampling_candidates).

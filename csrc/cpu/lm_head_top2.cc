@@ -1,9 +1,10 @@
 // The lm_head fused with the vocabulary reduction greedy decoding needs: per
 // row of x, the first maximum of x @ w^T (index and softmax probability), the
 // first maximum among the other entries (what the "never write the mask token"
-// rule and margin rules use) and the softmax entropy (entropy rules: log Z
-// minus the probability-weighted mean logit, one more accumulator), without
-// writing the [M, V] logits to memory.
+// rule and margin rules use), the softmax entropy (entropy rules: log Z
+// minus the probability-weighted mean logit, one more accumulator) and the
+// tail mass 1 - p1 (float64 confidence rules: it keeps its precision where p1
+// rounds to 1 in fp32), without writing the [M, V] logits to memory.
 //
 // Threads take contiguous column chunks of the vocabulary; each chunk's logits
 // are computed by the ordinary linear kernel into a per-thread buffer that stays
@@ -124,9 +125,10 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
     // mx is the row maximum, v1 == mx.
     index[2 * r] = int32_t(acc.i1);
     index[2 * r + 1] = int32_t(acc.i2);
-    prob[3 * r] = float(1.0 / acc.sum);
-    prob[3 * r + 1] = acc.i2 >= 0 ? float(std::exp(double(acc.v2) - double(acc.mx)) / acc.sum) : 0.f;
-    prob[3 * r + 2] = float(std::log(acc.sum) - acc.tsum / acc.sum);
+    prob[4 * r] = float(1.0 / acc.sum);
+    prob[4 * r + 1] = acc.i2 >= 0 ? float(std::exp(double(acc.v2) - double(acc.mx)) / acc.sum) : 0.f;
+    prob[4 * r + 2] = float(std::log(acc.sum) - acc.tsum / acc.sum);
+    prob[4 * r + 3] = float((acc.sum - 1.0) / acc.sum);  // 1 - p1, exact where p1 rounds to 1 in fp32
   }
 }
 

@@ -37,6 +37,18 @@ struct IntGemmArgs {
   int64_t m, n, k;
 };
 void linear_int(const void* x, DType x_dtype, const IntGemmArgs& args);
+// W8A8 fp8 GEMM (cuda/gemm/linear_fp8.cu): x quantized to E4M3 per token
+// (scale = max|x_row| / 448), then out = (xq @ wq^T) * sx[m] * sw[n] (+ bias)
+// (+ residual) with fp32 accumulation on Hopper's fp8 tensor cores.
+struct Fp8GemmArgs {
+  const uint8_t* w;       // E4M3 [n, k]
+  const float* w_scales;  // [n]
+  const float* bias;      // fp32 [n] or null
+  const float* residual;  // [m, n] or null; may alias out
+  float* out;
+  int64_t m, n, k;
+};
+void linear_fp8(const void* x, DType x_dtype, const Fp8GemmArgs& args);
 void silu_mul(const float* gate_up, void* out, DType out_dtype, int64_t rows, int64_t inter);
 void add(const float* a, const float* b, float* out, int64_t n);
 // k, v [num_tokens, kv_heads, head_dim] (fp32) into each token's slot of its sequence's pages.
@@ -49,8 +61,8 @@ void qkv_rope_append(const float* qkv, int64_t heads, const float* inv_freq, con
 void attention(const float* q, int64_t heads, const PagedKV& kv, const KVBatch& batch, float scale,
                const AttentionPlanView& plan, void* out, DType out_dtype);
 void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* index, float* prob);
-// index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 3]: their
-// softmax probabilities and the softmax entropy in nats (ops::lm_head_top2).
+// index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 4]: their
+// softmax probabilities, the softmax entropy in nats and 1 - p1 (ops::lm_head_top2).
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);

@@ -65,7 +65,7 @@ void ForwardRunner::run(const ForwardPlan& plan, const KVStore& kv, const Forwar
   const void* before[] = {act_.data(), staging_.data(), outputs_.data()};
   reserve_arena(plan.tokens_run, R + NS + NL, NS + NL);
   // outputs_ on a GPU: top-2 [R, 4] | stats [NS, 2] + count [NS] + candidates [NS, V, 2]
-  const size_t top2_bytes = size_t(R) * 20, cand_bytes = size_t(NS) * 12 + size_t(NS * V) * 8;
+  const size_t top2_bytes = size_t(R) * 24, cand_bytes = size_t(NS) * 12 + size_t(NS * V) * 8;
   if (dev != Device::CPU) {
     staging_.reserve(size_t(plan.at.total) * 4);
     outputs_.reserve(top2_bytes + cand_bytes);
@@ -116,11 +116,11 @@ void ForwardRunner::run(const ForwardPlan& plan, const KVStore& kv, const Forwar
     return;
   }
   // Results come down (each synchronous copy waits for the forward).
-  if (plan.greedy > 0) {  // index [R, 2] and prob [R, 3] sit back to back: one copy, one wait
-    top2_host_.resize(size_t(5 * R));
-    copy_bytes(top2_host_.data(), eo.top2_index, size_t(R) * 20, dev);
+  if (plan.greedy > 0) {  // index [R, 2] and prob [R, 4] sit back to back: one copy, one wait
+    top2_host_.resize(size_t(6 * R));
+    copy_bytes(top2_host_.data(), eo.top2_index, size_t(R) * 24, dev);
     std::memcpy(out.top2_index, top2_host_.data(), size_t(plan.greedy) * 8);
-    std::memcpy(out.top2_prob, top2_host_.data() + 2 * R, size_t(plan.greedy) * 12);
+    std::memcpy(out.top2_prob, top2_host_.data() + 2 * R, size_t(plan.greedy) * 16);
   }
   if (NS > 0) {
     SamplingCandidates& c = *out.candidates;

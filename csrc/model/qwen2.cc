@@ -228,7 +228,7 @@ void Model::encode(const ForwardPlan& plan, const int32_t* in, const KVStore& kv
     const TensorView rows = final_rows(plan.at.greedy_rows, R, last);
     ScopedOpTimer t("lm_head_top2");
     ops::lm_head_top2(rows, w.lm_head(), TensorView(out.top2_index, DType::I32, {R, 2}, device_),
-                      TensorView(out.top2_prob, DType::F32, {R, 3}, device_));
+                      TensorView(out.top2_prob, DType::F32, {R, 4}, device_));
   }
   if (NS + NL > 0) {
     float* logits = ar[Slot::kLogits];

@@ -42,7 +42,9 @@ Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device
   const int64_t qkv = int64_t(c.num_heads + 2 * c.num_kv_heads) * hd;
   packing_ = ops::weight_packing(device, dtype, I);
   const bool packed = packing_.packed;
-  const bool integer = is_integer_format(layer_format.format);
+  FDL_CHECK(layer_format.format != WeightFormat::Fp8 || device == Device::CUDA,
+            "fp8 layers (W8A8) run on CUDA only; on the CPU an fp8 checkpoint loads dequantized");
+  const bool integer = is_quantized_format(layer_format.format);
   fused_mlp_ = integer ? device == Device::CPU && I % 16 == 0 : packing_.fused_mlp;
   const bool pack_embed = packed && c.tie_word_embeddings;  // the tied embedding is the lm_head
   embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
@@ -145,7 +147,7 @@ void Qwen2Weights::set(const std::string& name, const void* data, DType src, con
   } else if (name == "model.norm.weight") {
     put(final_norm_, 0, DType::F32);
   } else if (Matrix* m = locate(name, &row0, &gate_up)) {
-    FDL_CHECK(!is_integer_format(layer_format_.format), "tensor '", name, "': the model's layers are ",
+    FDL_CHECK(!is_quantized_format(layer_format_.format), "tensor '", name, "': the model's layers are ",
               format_traits(layer_format_.format).name, "; this matrix must come as quantized codes");
     if (gate_up && fused_mlp_)
       ops::pack_gate_up_rows(bf16_rows(), shape[0], row0, I, H, static_cast<uint16_t*>(m->values.data()));
@@ -186,7 +188,7 @@ void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, cons
   const auto it = expected_.find(name);
   FDL_CHECK(it != expected_.end(), "unexpected tensor '", name, "' for this model config");
   FDL_CHECK(!ready_, "tensor '", name, "': the model is already finalized");
-  FDL_CHECK(is_integer_format(layer_format_.format), "tensor '", name,
+  FDL_CHECK(is_quantized_format(layer_format_.format), "tensor '", name,
             "': quantized codes for a model whose layers are dense");
   int64_t row0 = 0;
   bool gate_up = false;
@@ -196,6 +198,10 @@ void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, cons
             shape_str(it->second));
   FDL_CHECK(!loaded_.count(name), "tensor '", name, "' was already set");
   const int64_t rows = shape[0], k = shape[1], groups = k / m->group;
+  if (layer_format_.format == WeightFormat::Fp8) {
+    set_fp8(name, *m, q, scales, perm, rows, row0);
+    return;
+  }
   const int bits = format_traits(layer_format_.format).bits;
   // Codes outside the format would decode to garbage (an int4 kernel reads 4 bits).
   const uint8_t top = uint8_t((1 << bits) - 1);
@@ -235,6 +241,22 @@ void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, cons
   loaded_.insert(name);
 }
 
+// Fp8 rows: the E4M3 bytes as they are and one scale per row (no zero point,
+// no act-order), staged on the host like the integer codes.
+void Qwen2Weights::set_fp8(const std::string& name, Matrix& m, const uint8_t* q, const float* scales,
+                           const int32_t* perm, int64_t rows, int64_t row0) {
+  FDL_CHECK(perm == nullptr, "tensor '", name, "': fp8 weights have no act-order permutation");
+  const int64_t k = m.cols;
+  for (int64_t i = 0; i < rows * k; ++i)
+    FDL_CHECK((q[i] & 0x7F) != 0x7F, "tensor '", name, "': byte [", i / k, ", ", i % k, "] is an E4M3 NaN");
+  for (int64_t r = 0; r < rows; ++r)
+    FDL_CHECK(std::isfinite(scales[r]) && scales[r] > 0.f, "tensor '", name, "': scale [", r,
+              "] must be finite and > 0, got ", scales[r]);
+  std::memcpy(m.host_codes.data() + row0 * k, q, size_t(rows * k));
+  std::memcpy(m.host_scales.data() + row0, scales, size_t(rows) * 4);
+  loaded_.insert(name);
+}
+
 void Qwen2Weights::finalize() {
   for (const auto& kv : expected_)
     FDL_CHECK(loaded_.count(kv.first), "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
@@ -243,7 +265,8 @@ void Qwen2Weights::finalize() {
       if (m->host_codes.empty()) continue;
       copy_bytes(m->values.data(), m->host_codes.data(), m->host_codes.size(), device_);
       copy_bytes(m->scales.data(), m->host_scales.data(), m->host_scales.size() * 4, device_);
-      copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
+      if (!m->host_zero_scales.empty())
+        copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
       std::vector<uint8_t>().swap(m->host_codes);
       std::vector<float>().swap(m->host_scales);
       std::vector<float>().swap(m->host_zero_scales);
@@ -255,8 +278,16 @@ Qwen2Weights::Matrix Qwen2Weights::layer_matrix(int64_t rows, int64_t cols) cons
   Matrix m;
   m.rows = rows;
   m.cols = cols;
-  if (!is_integer_format(layer_format_.format)) {
+  if (!is_quantized_format(layer_format_.format)) {
     m.values = matrix_buffer(rows, cols, packing_.packed);
+    return m;
+  }
+  if (layer_format_.format == WeightFormat::Fp8) {  // CUDA: [rows, cols] E4M3 bytes, a scale per row
+    m.group = cols;
+    m.values = Buffer(size_t(rows * cols), device_);
+    m.scales = Buffer(size_t(rows) * 4, device_);
+    m.host_codes.assign(size_t(rows * cols), 0);
+    m.host_scales.assign(size_t(rows), 0.f);
     return m;
   }
   m.group = layer_format_.group_size ? layer_format_.group_size : cols;
@@ -289,8 +320,15 @@ WeightView Qwen2Weights::packing_view(Matrix& m) const {
 }
 
 WeightView Qwen2Weights::weight_view(const Matrix& m) const {
-  if (!is_integer_format(layer_format_.format)) return matrix_view(m.values, m.rows, m.cols, packing_.packed);
+  if (!is_quantized_format(layer_format_.format)) return matrix_view(m.values, m.rows, m.cols, packing_.packed);
   WeightView w;
+  if (layer_format_.format == WeightFormat::Fp8) {
+    w.values = TensorView(m.values.data(), DType::U8, {m.rows, m.cols}, device_);
+    w.format = WeightFormat::Fp8;
+    w.group_size = m.cols;
+    w.scales = TensorView(m.scales.data(), DType::F32, {m.rows}, device_);
+    return w;
+  }
   w.values = TensorView(m.values.data(), DType::U8, {m.rows, m.cols}, device_);
   w.format = layer_format_.format;
   w.group_size = m.group;

@@ -70,6 +70,8 @@ class Qwen2Weights {
   TensorView matrix_view(const Buffer& b, int64_t rows, int64_t cols, bool packed) const;
   Matrix layer_matrix(int64_t rows, int64_t cols) const;
   WeightView weight_view(const Matrix& m) const;
+  void set_fp8(const std::string& name, Matrix& m, const uint8_t* q, const float* scales, const int32_t* perm,
+               int64_t rows, int64_t row0);
   // Where set_quantized packs a matrix: its buffers on the CPU, its host staging otherwise.
   WeightView packing_view(Matrix& m) const;
   // The matrix a layer tensor name goes to, its first row there, and whether

@@ -54,6 +54,21 @@ static void cuda_linear_int(const void* x, DType x_dtype, const WeightView& w, c
   a.k = w.cols();
   cuda::linear_int(x, x_dtype, a);
 }
+
+static void cuda_linear_fp8(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
+                            const float* residual, float* out, int64_t m) {
+  FDL_CHECK(!bias || bias_dtype == DType::F32, "linear (fp8 weights) on cuda: bias must be float32");
+  cuda::Fp8GemmArgs a;
+  a.w = w.values.ptr<uint8_t>();
+  a.w_scales = w.scales.ptr<float>();
+  a.bias = static_cast<const float*>(bias);
+  a.residual = residual;
+  a.out = out;
+  a.m = m;
+  a.n = w.rows();
+  a.k = w.cols();
+  cuda::linear_fp8(x, x_dtype, a);
+}
 #endif
 
 static KernelTable make_cuda_table() {
@@ -64,6 +79,7 @@ static KernelTable make_cuda_table() {
   t.rope = cuda::rope;
   t.linear = cuda::linear;
   t.linear_int = cuda_linear_int;
+  t.linear_fp8 = cuda_linear_fp8;
   t.silu_mul = cuda::silu_mul;
   t.add = cuda::add;
   t.kv_write = cuda::kv_write;

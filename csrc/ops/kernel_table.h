@@ -16,6 +16,9 @@ struct KernelTable {
   // Integer-format weights (fastdllm/weight_format.h); silu: the fused gate/up GEMM.
   void (*linear_int)(const void*, DType, const WeightView&, const void*, DType, const float*, float*, int64_t,
                      bool) = nullptr;
+  // Fp8 weights (W8A8 with per-token activation scales): CUDA only.
+  void (*linear_fp8)(const void*, DType, const WeightView&, const void*, DType, const float*, float*,
+                     int64_t) = nullptr;
   void (*silu_mul)(const float*, void*, DType, int64_t, int64_t) = nullptr;
   void (*add)(const float*, const float*, float*, int64_t) = nullptr;
   void (*kv_write)(const PagedKV&, const KVBatch&, const float*, const float*) = nullptr;

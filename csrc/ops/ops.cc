@@ -79,6 +79,18 @@ void expect_int_weight(const TensorView& x, const WeightView& w, const char* op)
   }
 }
 
+// An fp8 weight: E4M3 bytes [N, K] matching x and one F32 scale per row.
+void expect_fp8_weight(const TensorView& x, const WeightView& w, const char* op) {
+  expect(w.values, op, "weight", 2);
+  FDL_CHECK(w.values.dtype == DType::U8, op, ": fp8 weight bytes must be uint8, got ", w.values.describe());
+  FDL_CHECK(w.values.shape[1] == x.shape[1], op, ": weight ", w.values.describe(), " does not match x ",
+            x.describe(), " (in_features)");
+  FDL_CHECK(w.scales.defined() && w.scales.dtype == DType::F32 && w.scales.numel() == w.rows(), op,
+            ": fp8 weight scales must be float32 [", w.rows(), "], got ", w.scales.describe());
+  same_device(x, w.values, op);
+  same_device(x, w.scales, op);
+}
+
 template <class F>
 F need(F fn, const char* op, Device d) {
   FDL_CHECK(fn != nullptr, op, " is not implemented for device ", device_name(d));
@@ -154,6 +166,8 @@ void linear(const TensorView& x, const WeightView& wv, const TensorView& bias,
   expect_dtype(out, op, "out", DType::F32);
   if (is_integer_format(wv.format))
     expect_int_weight(x, wv, op);
+  else if (wv.format == WeightFormat::Fp8)
+    expect_fp8_weight(x, wv, op);
   else
     expect_weight(x, w, op);
   FDL_CHECK(out.shape[0] == x.shape[0] && out.shape[1] == w.shape[0], op, ": out ", out.describe(),
@@ -172,6 +186,11 @@ void linear(const TensorView& x, const WeightView& wv, const TensorView& bias,
   if (is_integer_format(wv.format)) {
     need(kernels(x.device).linear_int, "linear (integer weights)", x.device)(
         x.data, x.dtype, wv, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(), x.shape[0], false);
+    return;
+  }
+  if (wv.format == WeightFormat::Fp8) {
+    need(kernels(x.device).linear_fp8, "linear (fp8 weights, W8A8)", x.device)(
+        x.data, x.dtype, wv, bias.data, bias.dtype, residual.ptr<float>(), out.ptr<float>(), x.shape[0]);
     return;
   }
   need(kernels(x.device).linear, op, x.device)(
@@ -315,8 +334,8 @@ void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& in
   expect_dtype(prob, op, "prob", DType::F32);
   expect_weight(x, w, op);
   FDL_CHECK(w.shape[0] > 0, op, ": empty vocabulary");
-  FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape[0] == x.shape[0] && prob.shape[1] == 3,
-            op, ": index must be [", x.shape[0], ", 2] and prob [", x.shape[0], ", 3], got ", index.describe(), " and ",
+  FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape[0] == x.shape[0] && prob.shape[1] == 4,
+            op, ": index must be [", x.shape[0], ", 2] and prob [", x.shape[0], ", 4], got ", index.describe(), " and ",
             prob.describe());
   same_device(x, index, op);
   same_device(x, prob, op);
@@ -384,6 +403,7 @@ void linear_silu_mul(const TensorView& x, const WeightView& wv, const TensorView
   expect(out, op, "out", 2);
   expect_dtype(x, op, "x", DType::F32);
   expect_dtype(out, op, "out", DType::F32);
+  FDL_CHECK(wv.format != WeightFormat::Fp8, op, ": fp8 weights have no fused SiLU*mul GEMM (CUDA runs linear, then silu_mul)");
   if (is_integer_format(wv.format))
     expect_int_weight(x, wv, op);
   else {

@@ -44,7 +44,7 @@ BlockDiffusionSequence::BlockDiffusionSequence(int64_t id, std::vector<int32_t> 
             "' is Fast-dLLM v1's cache for LLaDA / Dream models; Fast-dLLM v2 models use use_block_cache");
   PolicyParams pp;
   pp.name = p_.sampler;
-  pp.threshold = p_.threshold;
+  pp.threshold = float(p_.threshold);
   pp.entropy_threshold = p_.entropy_threshold;
   pp.margin_threshold = p_.margin_threshold;
   pp.factor = p_.factor;
@@ -330,7 +330,7 @@ bool BlockDiffusionSequence::next(int64_t budget, ForwardRequest* req) {
 // token decoded from garbage.
 void BlockDiffusionSequence::check_finite(const RowResults& r, int rows) const {
   for (int k = 0; k < rows; ++k) {
-    const float p = r.top2_prob[3 * k];
+    const float p = r.top2_prob[4 * k];
     const int32_t t = r.top2_index[2 * k];
     FDL_CHECK_RT(std::isfinite(p) && p >= 0.f && p <= 1.0001f && t >= 0 && t < vocab_, "the ",
                  step_kind_name(pending_.kind), " forward (the sequence's forward ", forwards_ + 1,
@@ -392,7 +392,7 @@ void BlockDiffusionSequence::on_result(const RowResults& r) {
         check_finite(r, n);
         for (int k = 0; k < n; ++k) {
           const int32_t* idx = r.top2_index + 2 * k;
-          const float* prob = r.top2_prob + 3 * k;
+          const float* prob = r.top2_prob + 4 * k;
           MaskedPosition& m = stats_[size_t(k)];
           m = MaskedPosition();
           m.position = masked_[size_t(k)];

@@ -26,34 +26,34 @@ void ThresholdPolicy::select(const MaskedPosition* m, int n, uint8_t* unmask) co
   for (int k = 0; k < n; ++k) unmask[k] = m[k].confidence > threshold_ || k == best;
 }
 
-EntropyThresholdPolicy::EntropyThresholdPolicy(float t) : threshold_(t) {
-  FDL_CHECK(t >= 0.f && std::isfinite(t), "entropy_threshold must be a finite number >= 0 (nats), got ", t);
+EntropyThresholdPolicy::EntropyThresholdPolicy(double t) : threshold_(t) {
+  FDL_CHECK(t >= 0.0 && std::isfinite(t), "entropy_threshold must be a finite number >= 0 (nats), got ", t);
 }
 
 void EntropyThresholdPolicy::select(const MaskedPosition* m, int n, uint8_t* unmask) const {
-  std::vector<float> h(static_cast<size_t>(n));
+  std::vector<double> h(static_cast<size_t>(n));
   for (int k = 0; k < n; ++k) h[size_t(k)] = m[k].entropy;
   rules::entropy_threshold(h.data(), n, threshold_, false, unmask);
 }
 
-MarginThresholdPolicy::MarginThresholdPolicy(float t) : threshold_(t) {
-  FDL_CHECK(t >= 0.f && t <= 1.f, "margin_threshold must be in [0, 1], got ", t);
+MarginThresholdPolicy::MarginThresholdPolicy(double t) : threshold_(t) {
+  FDL_CHECK(t >= 0.0 && t <= 1.0, "margin_threshold must be in [0, 1], got ", t);
 }
 
 void MarginThresholdPolicy::select(const MaskedPosition* m, int n, uint8_t* unmask) const {
-  std::vector<float> margin(static_cast<size_t>(n));
+  std::vector<double> margin(static_cast<size_t>(n));
   for (int k = 0; k < n; ++k) margin[size_t(k)] = m[k].p1 - m[k].p2;
   rules::threshold(margin.data(), n, threshold_, false, unmask);
 }
 
-FactorPolicy::FactorPolicy(float f) : factor_(f) {
-  FDL_CHECK(f > 0.f && std::isfinite(f), "factor must be a finite number > 0, got ", f);
+FactorPolicy::FactorPolicy(double f) : factor_(f) {
+  FDL_CHECK(f > 0.0 && std::isfinite(f), "factor must be a finite number > 0, got ", f);
 }
 
 void FactorPolicy::select(const MaskedPosition* m, int n, uint8_t* unmask) const {
-  std::vector<float> conf(static_cast<size_t>(n));
+  std::vector<double> conf(static_cast<size_t>(n));
   for (int k = 0; k < n; ++k) conf[size_t(k)] = m[k].confidence;
-  rules::factor(conf.data(), n, double(factor_), unmask);
+  rules::factor(conf.data(), n, factor_, unmask);
 }
 
 std::unique_ptr<DecodePolicy> make_decode_policy(const PolicyParams& p) {

@@ -61,44 +61,44 @@ int first_most_confident(const MaskedPosition* masked, int n);
 // dParallel's rule on Fast-dLLM v2: entropy strictly below the threshold (nats).
 class EntropyThresholdPolicy final : public DecodePolicy {
  public:
-  explicit EntropyThresholdPolicy(float threshold);
+  explicit EntropyThresholdPolicy(double threshold);
   std::string name() const override { return "entropy_threshold"; }
   bool needs_full_statistics() const override { return true; }
   void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
 
  private:
-  float threshold_;
+  double threshold_;
 };
 
 // Top-1 minus top-2 probability strictly above the threshold.
 class MarginThresholdPolicy final : public DecodePolicy {
  public:
-  explicit MarginThresholdPolicy(float threshold);
+  explicit MarginThresholdPolicy(double threshold);
   std::string name() const override { return "margin_threshold"; }
   bool needs_full_statistics() const override { return true; }
   void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
 
  private:
-  float threshold_;
+  double threshold_;
 };
 
 // Fast-dLLM v1's factor rule (full_attention_dllms.md 3.2) on the confidences.
 class FactorPolicy final : public DecodePolicy {
  public:
-  explicit FactorPolicy(float factor);
+  explicit FactorPolicy(double factor);
   std::string name() const override { return "factor"; }
   void select(const MaskedPosition* masked, int n, uint8_t* unmask) const override;
 
  private:
-  float factor_;
+  double factor_;
 };
 
 struct PolicyParams {
   std::string name = "threshold";
-  float threshold = 0.9f;
-  float entropy_threshold = 0.5f;
-  float margin_threshold = 0.5f;
-  float factor = 1.0f;
+  float threshold = 0.9f;  // fp32, as upstream compares its fp32 / bf16 confidences
+  double entropy_threshold = 0.5;
+  double margin_threshold = 0.5;
+  double factor = 1.0;
 };
 // Throws InvalidArgument naming the policy or its parameter.
 std::unique_ptr<DecodePolicy> make_decode_policy(const PolicyParams& params);

@@ -58,20 +58,19 @@ FullAttentionSequence::FullAttentionSequence(int64_t id, std::vector<int32_t> pr
   delimiters_ = !p_.delimiter_ids.empty() ? p_.delimiter_ids : dream_ ? kDreamDelimiters : kLLaDADelimiters;
   x_.insert(x_.end(), size_t(gen_), p_.mask_id);
   commit_step_.assign(size_t(gen_), -1);
-  if (!blocked()) {
-    phase_ = Phase::Whole;
-    if (sampler_ == Sampler::Threshold) {  // Dream confidence_threshold (4.1)
-      int64_t masks = 0;
-      for (int32_t t : x_) masks += t == p_.mask_id;
-      FDL_CHECK(masks % steps_ == 0, "sampler='threshold' without a cache needs the masked positions (", masks,
-                ") to be a multiple of steps (", steps_, "), as Dream's confidence_threshold asserts");
-      quota_ = masks / steps_;
-      max_whole_forwards_ = steps_ + masks + 2;  // each added step commits at least one position
-    } else {
-      timesteps_ = rules::dream_timesteps(steps_);
-    }
-  } else if (dream_cached() && sampler_ != Sampler::Threshold && sampler_ != Sampler::AdaBlock) {
-    timesteps_ = rules::dream_timesteps(steps_per_block_);
+  if (gen_ == 0) return;  // nothing to generate: no forward runs (next() finishes)
+  if (blocked()) {
+    if (sampler_ != Sampler::AdaBlock) steps_per_block_ = steps_ / (gen_ / p_.block_size);
+    return;
+  }
+  phase_ = Phase::Whole;
+  if (sampler_ == Sampler::Threshold) {  // Dream confidence_threshold (4.1): over the whole row's masks
+    int64_t masks = 0;
+    for (int32_t t : x_) masks += t == p_.mask_id;
+    FDL_CHECK(masks % steps_ == 0, "sampler='threshold' without a cache needs the masked positions (", masks,
+              ") to be a multiple of steps (", steps_, "), as Dream's confidence_threshold asserts");
+    quota_ = masks / steps_;
+    max_whole_forwards_ = steps_ + masks + 2;  // each added step commits at least one position
   }
 }
 
@@ -87,6 +86,15 @@ bool FullAttentionSequence::blocked() const {
 }
 
 bool FullAttentionSequence::dream_cached() const { return dream_ && p_.cache != CacheMode::None; }
+
+int64_t FullAttentionSequence::candidates_from() const {
+  // A forward over the whole row takes every mask before the block's end as a
+  // candidate (the official `mask_index[:, end:] = 0`: prompt masks too); a
+  // cached forward only the block's. Fast-dLLM v1's Dream cache decides only
+  // the block's first position at its start (4.2).
+  const bool full = phase_ == Phase::BlockStart || p_.cache == CacheMode::None;
+  return full && !(phase_ == Phase::BlockStart && dream_cached()) ? 0 : start_;
+}
 
 bool FullAttentionSequence::loop_runs_once_more() const {
   // dParallel's LLaDA cached loops are Fast-dLLM's first release (3.3), and
@@ -123,7 +131,6 @@ void FullAttentionSequence::validate_combination() {
     const int64_t blocks = gen_ / B;
     FDL_CHECK(steps_ % blocks == 0, "steps (", steps_, ") must be a multiple of the number of blocks (", blocks,
               " = max_new_tokens / block_size), as the official code asserts");
-    steps_per_block_ = steps_ / blocks;
   }
 }
 
@@ -134,7 +141,7 @@ void FullAttentionSequence::attach(KVCache* kv, const PrefixCache::Match&, int64
   reservation_ = std::move(reservation);
   pages_ = std::make_unique<PageTable>(&kv->pool());
   while (pages_->capacity_tokens() < int64_t(x_.size())) pages_->push(reservation_.take());
-  if (phase_ == Phase::BlockStart) start_block();
+  if (phase_ == Phase::BlockStart && gen_ > 0) start_block();
 }
 
 void FullAttentionSequence::finish() {
@@ -217,14 +224,17 @@ bool FullAttentionSequence::next(int64_t budget, ForwardRequest* req) {
     for (int64_t p = 0; p < L; ++p)
       if (x_[size_t(p)] == p_.mask_id) pending_pos_.push_back(int32_t(p));
   } else if (phase_ == Phase::BlockStart && sampler_ == Sampler::AdaBlock) {
-    // The delimiter window and the largest block the fallback can give.
+    // Masks before the block, then the delimiter window and the largest block the fallback can give.
+    const int64_t lo = candidates_from();
+    for (int64_t p = lo; p < start_; ++p)
+      if (x_[size_t(p)] == p_.mask_id) pending_pos_.push_back(int32_t(p));
     const int64_t rem = gen_ - generated_;
-    const int64_t span = std::max(std::min(gen_ / 4, rem), std::min<int64_t>(p_.block_size, rem));
+    const int64_t span = std::max(adablock_window(), std::min<int64_t>(p_.block_size, rem));
     for (int64_t p = start_; p < start_ + span; ++p) pending_pos_.push_back(int32_t(p));
   } else if (phase_ == Phase::BlockStart && dream_cached()) {
     pending_pos_.push_back(int32_t(start_));  // only the block's first position is decided (4.2)
   } else {
-    for (int64_t p = start_; p < end_; ++p)
+    for (int64_t p = candidates_from(); p < end_; ++p)
       if (x_[size_t(p)] == p_.mask_id) pending_pos_.push_back(int32_t(p));
   }
 
@@ -258,51 +268,90 @@ void FullAttentionSequence::transfer(const std::vector<Stat>& cand, const std::v
     if (unmask[k]) commit(cand[k].pos, cand[k].token);
 }
 
+int64_t FullAttentionSequence::adablock_window() const {
+  return std::min(gen_ / 4, gen_ - generated_);  // int(0.25 * G): G / 4 exactly
+}
+
 int64_t FullAttentionSequence::adablock_length(const std::vector<Stat>& window) const {
-  const int64_t rem = gen_ - generated_, w = std::min(gen_ / 4, rem);
+  const int64_t rem = gen_ - generated_, w = adablock_window();
   const int64_t fallback = std::min<int64_t>(p_.block_size, rem);
   int64_t best_pos = -1;
-  float best_c = 0.f;
+  float best_c = 0.f;  // exp(logit - logsumexp) in fp32, compared as a Python float (.item())
   for (const Stat& s : window) {
-    if (s.pos >= start_ + w) continue;
+    if (s.pos < start_ || s.pos >= start_ + w) continue;
     if (std::find(delimiters_.begin(), delimiters_.end(), s.token) == delimiters_.end()) continue;
     if (best_pos < 0 || s.p1 > best_c) best_pos = s.pos, best_c = s.p1;
   }
-  if (best_pos >= 0 && best_c >= p_.delimiter_threshold) return best_pos - start_ + 1;
+  if (best_pos >= 0 && double(best_c) >= p_.delimiter_threshold) return best_pos - start_ + 1;
   return fallback;
 }
 
-void FullAttentionSequence::rule_step(const std::vector<Stat>& cand, int64_t step) {
+void FullAttentionSequence::rule_step(const std::vector<Stat>& all, int64_t step) {
+  // Dream's threshold and entropy rules rank at most as many candidates as the
+  // block has masks (4.3, 4.4: current_transfer_tokens), even when prompt masks
+  // are candidates too.
+  std::vector<Stat> cand = all;
+  if (dream_ && (sampler_ == Sampler::Threshold || sampler_ == Sampler::AdaBlock ||
+                 sampler_ == Sampler::EntropyThreshold)) {
+    const int64_t k = block_masks();
+    if (int64_t(cand.size()) > k) {
+      const bool by_entropy = sampler_ == Sampler::EntropyThreshold;
+      std::stable_sort(cand.begin(), cand.end(), [&](const Stat& a, const Stat& b) {
+        return by_entropy ? a.entropy < b.entropy : a.p1 > b.p1;
+      });
+      cand.resize(size_t(k));
+    }
+  }
   const int n = int(cand.size());
-  std::vector<float> score(static_cast<size_t>(n));
+  std::vector<double> score(static_cast<size_t>(n));
   std::vector<uint8_t> unmask(static_cast<size_t>(n), 0);
   auto fill = [&](auto f) {
     for (int k = 0; k < n; ++k) score[size_t(k)] = f(cand[size_t(k)]);
   };
+  // Confidences as the official code computes them: float64 softmax for
+  // Fast-dLLM v1 / AdaBlock on LLaDA (1 - tail mass keeps what fp32 rounds to 1),
+  // the logits' fp32 softmax for LLaDA's own sampler and for Dream.
+  const auto conf64 = [](const Stat& s) { return 1.0 - double(s.tail); };
+  const auto conf32 = [](const Stat& s) { return double(s.p1); };
+  const double t32 = double(float(p_.threshold));  // a Python float against an fp32 tensor
   switch (sampler_) {
     case Sampler::LowConfidence:
+      fill(conf32);
+      rules::top_k(score.data(), n, rules::llada_step_count(p_.block_size, steps_per_block_, step), unmask.data());
+      break;
     case Sampler::Fixed:
-      fill([](const Stat& s) { return s.p1; });
+      FDL_CHECK_RT(step < steps_per_block_, "the fixed schedule (", steps_per_block_,
+                   " steps per block) is used up and block [", start_ - p0_, ", ", end_ - p0_,
+                   ") still has masks (masks in the prompt are candidates too); the official code fails here "
+                   "(IndexError)");
+      fill(conf64);
       rules::top_k(score.data(), n, rules::llada_step_count(p_.block_size, steps_per_block_, step), unmask.data());
       break;
     case Sampler::Threshold:
     case Sampler::AdaBlock:
-      fill([](const Stat& s) { return s.p1; });
-      rules::threshold(score.data(), n, p_.threshold, true, unmask.data());
+      if (dream_) {
+        fill(conf32);
+        rules::threshold(score.data(), n, t32, true, unmask.data());
+      } else {
+        fill(conf64);
+        rules::threshold(score.data(), n, p_.threshold, true, unmask.data());
+      }
       break;
     case Sampler::Factor:
-      fill([](const Stat& s) { return s.p1; });
-      rules::factor(score.data(), n, double(p_.factor), unmask.data());
+      fill(conf64);
+      rules::factor(score.data(), n, p_.factor, unmask.data());
       break;
     case Sampler::EntropyThreshold:
-      fill([](const Stat& s) { return s.entropy; });
-      // dParallel: H <= t on LLaDA (3.3), H < t on Dream (4.3).
-      rules::entropy_threshold(score.data(), n, p_.entropy_threshold, !dream_, unmask.data());
+      fill([](const Stat& s) { return double(s.entropy); });
+      // dParallel: H <= t on LLaDA (3.3, float64), H < t on Dream (4.3, fp32).
+      rules::entropy_threshold(score.data(), n, dream_ ? double(float(p_.entropy_threshold)) : p_.entropy_threshold,
+                               !dream_, unmask.data());
       break;
     default: {  // Fast-dLLM v1 Dream cache with Dream's own algorithms: negative entropy, scheduled (4.2)
-      fill([](const Stat& s) { return -s.entropy; });
+      fill([](const Stat& s) { return -double(s.entropy); });
       const bool last = step == steps_per_block_ - 1;
-      const int64_t k = rules::dream_step_count(n, timesteps_[size_t(step + 1)], timesteps_[size_t(step)], last);
+      const int64_t k = rules::dream_step_count(n, rules::dream_timestep(steps_per_block_, step + 1),
+                                                rules::dream_timestep(steps_per_block_, step), last);
       rules::top_k(score.data(), n, k, unmask.data());
       break;
     }
@@ -313,9 +362,10 @@ void FullAttentionSequence::rule_step(const std::vector<Stat>& cand, int64_t ste
 void FullAttentionSequence::whole_step(const std::vector<Stat>& cand) {
   const int n = int(cand.size());
   std::vector<uint8_t> unmask(static_cast<size_t>(n), 0);
-  std::vector<float> score(static_cast<size_t>(n));
+  std::vector<double> score(static_cast<size_t>(n));
   if (sampler_ == Sampler::Threshold) {  // confidence_threshold with its quota / carry (4.1)
     for (int k = 0; k < n; ++k) score[size_t(k)] = cand[size_t(k)].p1;
+    const double t32 = double(float(p_.threshold));
     std::vector<int> order(static_cast<size_t>(n));
     for (int k = 0; k < n; ++k) order[size_t(k)] = k;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return score[size_t(a)] > score[size_t(b)]; });
@@ -323,7 +373,7 @@ void FullAttentionSequence::whole_step(const std::vector<Stat>& cand) {
     carry_ = 0;
     for (int64_t r = 0; r < k; ++r) {
       const int c = order[size_t(r)];
-      if (r == 0 || score[size_t(c)] >= p_.threshold) {
+      if (r == 0 || score[size_t(c)] >= t32) {
         unmask[size_t(c)] = 1;
       } else {
         ++carry_;
@@ -336,22 +386,23 @@ void FullAttentionSequence::whole_step(const std::vector<Stat>& cand) {
     transfer(cand, unmask);
     return;
   }
-  const float t = timesteps_[size_t(step_)], s = timesteps_[size_t(step_ + 1)];
+  const float t = rules::dream_timestep(steps_, step_), s = rules::dream_timestep(steps_, step_ + 1);
   const bool last = step_ == steps_ - 1;
   if (sampler_ == Sampler::Origin) {
-    // Each masked position independently with probability 1 - s/t: the engine's
-    // own seeded draws (torch's cannot be reproduced; section 6).
-    const float keep = s / t, p_transfer = last ? 1.0f : 1.0f - keep;
+    // Each masked position independently with probability 1 - s/t (all on the
+    // last step): the engine's own seeded draws (torch's cannot be reproduced).
+    const float keep = s / t, p_transfer = 1.0f - keep;
     std::uniform_real_distribution<float> u(0.f, 1.f);
-    for (int k = 0; k < n; ++k) unmask[size_t(k)] = u(rng_) < p_transfer;
+    for (int k = 0; k < n; ++k) unmask[size_t(k)] = last || u(rng_) < p_transfer;
     transfer(cand, unmask);
     return;
   }
   for (int k = 0; k < n; ++k) {
     const Stat& c = cand[size_t(k)];
-    score[size_t(k)] = sampler_ == Sampler::TopkMargin ? c.p1 - c.p2
-                       : sampler_ == Sampler::Entropy  ? -c.entropy
-                                                       : c.p1;
+    // fp32 as Dream computes them: top-1 minus top-2 is an fp32 subtraction
+    score[size_t(k)] = sampler_ == Sampler::TopkMargin ? double(c.p1 - c.p2)
+                       : sampler_ == Sampler::Entropy  ? -double(c.entropy)
+                                                       : double(c.p1);
   }
   rules::top_k(score.data(), n, rules::dream_step_count(n, s, t, last), unmask.data());
   transfer(cand, unmask);
@@ -375,18 +426,20 @@ void FullAttentionSequence::on_result(const RowResults& r) {
     Stat& s = stats_[size_t(k)];
     s.pos = pending_pos_[size_t(k)];
     s.token = r.top2_index[2 * k];
-    s.p1 = r.top2_prob[3 * k];
-    s.p2 = r.top2_prob[3 * k + 1];
-    s.entropy = r.top2_prob[3 * k + 2];
+    s.p1 = r.top2_prob[4 * k];
+    s.p2 = r.top2_prob[4 * k + 1];
+    s.entropy = r.top2_prob[4 * k + 2];
+    s.tail = r.top2_prob[4 * k + 3];
     FDL_CHECK_RT(std::isfinite(s.p1) && std::isfinite(s.entropy) && s.token >= 0 && s.token < vocab_, "the ",
                  step_kind_name(pending_kind_), " forward (the sequence's forward ", forwards_,
                  ") produced non-finite logits: the model's weights or activations overflowed");
   }
   // The candidates of a block rule: the block's positions still masked.
+  const int64_t lo = candidates_from();
   auto block_candidates = [&] {
     std::vector<Stat> c;
     for (const Stat& s : stats_)
-      if (s.pos >= start_ && s.pos < end_ && x_[size_t(s.pos)] == p_.mask_id) c.push_back(s);
+      if (s.pos >= lo && s.pos < end_ && x_[size_t(s.pos)] == p_.mask_id) c.push_back(s);
     return c;
   };
   switch (phase_) {

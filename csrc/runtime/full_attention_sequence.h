@@ -63,12 +63,14 @@ class FullAttentionSequence final : public Sequence {
   // One requested position's statistics.
   struct Stat {
     int32_t pos = 0, token = 0;
-    float p1 = 0.f, p2 = 0.f, entropy = 0.f;
+    float p1 = 0.f, p2 = 0.f, entropy = 0.f, tail = 0.f;  // tail: 1 - p1
   };
 
   void validate_combination();
   bool blocked() const;
   bool dream_cached() const;          // Fast-dLLM v1's Dream with a cache (4.2) or AdaBlock Dream's dual loop
+  int64_t candidates_from() const;    // the first position a forward's rule may commit
+  int64_t adablock_window() const;    // AdaBlock's delimiter window length
   bool loop_runs_once_more() const;   // a cached forward follows the block start even when the block is full
   void start_block();
   int64_t block_masks() const;
@@ -92,7 +94,6 @@ class FullAttentionSequence final : public Sequence {
   int64_t steps_ = 0;                 // the official `steps` (Dream threshold: grows, quirk 4.1)
   int64_t steps_per_block_ = 0;       // S
   std::vector<int32_t> delimiters_;
-  std::vector<float> timesteps_;
 
   Phase phase_ = Phase::BlockStart;
   int64_t start_ = 0, end_ = 0;       // the current block [start, end)

@@ -193,7 +193,7 @@ void Scheduler::run_batch(Report* report) {
   b.sample_options = sample_options_.data();
   b.num_sample = int64_t(sample_rows_.size());
   top2_index_.resize(size_t(2 * b.num_greedy));
-  top2_prob_.resize(size_t(3 * b.num_greedy));
+  top2_prob_.resize(size_t(4 * b.num_greedy));
   ForwardOutputs out;
   out.top2_index = top2_index_.data();
   out.top2_prob = top2_prob_.data();
@@ -214,7 +214,7 @@ void Scheduler::run_batch(Report* report) {
     Sequence* s = batch_seqs_[size_t(i)];
     RowResults rr;
     rr.top2_index = top2_index_.data() + 2 * greedy_at_[size_t(i)];
-    rr.top2_prob = top2_prob_.data() + 3 * greedy_at_[size_t(i)];
+    rr.top2_prob = top2_prob_.data() + 4 * greedy_at_[size_t(i)];
     if (requests_[size_t(i)].sample) {
       rr.candidates = &candidates_;
       rr.candidate_row0 = sample_at_[size_t(i)];

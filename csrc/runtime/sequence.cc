@@ -49,8 +49,9 @@ void GenerationParams::validate(int64_t vocab) const {
   FDL_CHECK(top_k >= 0, "top_k must be >= 0, got ", top_k);
   FDL_CHECK(max_seq_len >= 0, "max_seq_len must be >= 0, got ", max_seq_len);
   FDL_CHECK(steps >= 0, "steps must be >= 0, got ", steps);
-  FDL_CHECK(threshold >= 0.f && threshold <= 1.f, "threshold must be in [0, 1], got ", threshold);
-  FDL_CHECK(std::isfinite(entropy_threshold) && entropy_threshold >= 0.f,
+  FDL_CHECK(threshold >= 0.0 && threshold <= 1.0, "threshold must be in [0, 1], got ", threshold);
+  FDL_CHECK(steps <= kMaxSteps, "steps must be at most ", kMaxSteps, ", got ", steps);
+  FDL_CHECK(std::isfinite(entropy_threshold) && entropy_threshold >= 0.0,
             "entropy_threshold must be a finite number >= 0 (nats), got ", entropy_threshold);
   FDL_CHECK(!std::isnan(delimiter_threshold), "delimiter_threshold must be a number (inf: fixed blocks), got NaN");
   for (int32_t d : delimiter_ids)

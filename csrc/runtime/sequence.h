@@ -42,14 +42,15 @@ struct GenerationParams {
   // "margin_threshold" | "factor"; the full-attention families' samplers are
   // listed in full_attention_dllms.md section 6.
   std::string sampler = "threshold";
-  float threshold = 0.9f;          // confidence threshold
-  float entropy_threshold = 0.5f;  // nats
-  float margin_threshold = 0.5f;   // top-1 minus top-2 probability
-  float factor = 1.0f;             // Fast-dLLM v1's parallel factor
+  // Doubles: the LLaDA family's rules compare float64 confidences with them.
+  double threshold = 0.9;          // confidence threshold
+  double entropy_threshold = 0.5;  // nats
+  double margin_threshold = 0.5;   // top-1 minus top-2 probability
+  double factor = 1.0;             // Fast-dLLM v1's parallel factor
   int64_t steps = 0;               // full-attention samplers: the official `steps` (0: max_new_tokens)
   CacheMode cache = CacheMode::None;
   std::vector<int32_t> delimiter_ids;  // AdaBlock; empty: the family's default
-  float delimiter_threshold = std::numeric_limits<float>::infinity();
+  double delimiter_threshold = std::numeric_limits<double>::infinity();
   bool use_block_cache = false;
   int32_t mask_id = 151665;
   int32_t stop_id = 151645;  // < 0: no stop token
@@ -58,6 +59,7 @@ struct GenerationParams {
   int top_k = 0;             // 0: off
   uint64_t seed = 0;
   int64_t max_seq_len = 0;   // 0: no limit beyond the cache
+  static constexpr int64_t kMaxSteps = int64_t(1) << 20;
   // Throws InvalidArgument naming the parameter (the checks every family shares).
   void validate(int64_t vocab_size) const;
 };
@@ -85,7 +87,7 @@ struct ForwardRequest {
 // Its rows' results, in the order of ForwardRequest::rows.
 struct RowResults {
   const int32_t* top2_index = nullptr;  // greedy: [rows, 2]
-  const float* top2_prob = nullptr;     // greedy: [rows, 3] (p1, p2, entropy)
+  const float* top2_prob = nullptr;     // greedy: [rows, 4] (p1, p2, entropy, 1 - p1)
   const SamplingCandidates* candidates = nullptr;  // sampled: rows candidate_row0 ..
   int64_t candidate_row0 = 0;
 };

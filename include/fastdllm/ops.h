@@ -80,7 +80,8 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
 // softmax probability; index[r, 1] / prob[r, 1] the same for the first maximum
 // among the other V-1 entries (-1 / 0 when V == 1); prob[r, 2] is the softmax
 // entropy in nats (log Z minus the probability-weighted mean logit: entropy
-// decode rules need no softmax tensor). index I32 [M, 2], prob F32 [M, 3]. The
+// decode rules need no softmax tensor) and prob[r, 3] the tail mass 1 - p1
+// (for float64 confidence rules). index I32 [M, 2], prob F32 [M, 4]. The
 // logits are never written out (CPU: reduced per L2-sized chunk).
 void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob);
 

@@ -58,8 +58,8 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--threads", type=int, help=f"CPU threads (default: the physical cores, {physical_cores()} here)")
     e.add_argument("--max-seq-len", type=int, help="longest prompt + reply")
     e.add_argument("--max-memory", help="KV-cache budget, e.g. 2GB")
-    e.add_argument("--quantize", choices=("int8", "int4"),
-                   help="quantize a float model's layer matrices at load (round to nearest)")
+    e.add_argument("--quantize", choices=("int8", "int4", "fp8"),
+                   help="quantize a float model's layer matrices at load (round to nearest; fp8: CUDA, W8A8)")
 
 
 def _gen_kwargs(a: argparse.Namespace) -> dict:

@@ -432,8 +432,11 @@ class Engine:
         quantize: None, "int8" or "int4": quantize a float checkpoint's layer
             matrices at load with round-to-nearest (int8: per-output-channel
             symmetric, W8A16; int4: groups of ``group_size`` inputs with a scale
-            and zero point each, W4A16). GPTQ / AWQ checkpoints (and folders
-            written by ``fastdllm-rt quantize``) load quantized without it.
+            and zero point each, W4A16), or "fp8" (CUDA only: E4M3 with a scale
+            per output row and activations quantized per token, W8A8). GPTQ /
+            AWQ / fp8 checkpoints (and folders written by ``fastdllm-rt
+            quantize``) load quantized without it (fp8: as fp8 on CUDA,
+            dequantized on the CPU).
         group_size: inputs per scale group with ``quantize`` (default: 128 for
             int4, 0 = one group per output channel for int8).
     """

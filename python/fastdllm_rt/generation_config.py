@@ -114,8 +114,6 @@ class GenerationConfig:
         if self.block_size is not None:
             integer("block_size", 1, 4096)
         integer("sub_block_size", 1, 4096)
-        if self.block_size is not None and self.block_size % self.sub_block_size:
-            raise ValueError(f"sub_block_size ({self.sub_block_size}) must divide block_size ({self.block_size})")
         number("threshold", 0.0, 1.0)
         number("temperature", 0.0, 1e6)
         number("top_p", 0.0, 1.0, lo_open=True)
@@ -128,7 +126,7 @@ class GenerationConfig:
         number("margin_threshold", 0.0, 1.0)
         number("factor", 0.0, 1e6, lo_open=True)
         if self.steps is not None:
-            integer("steps", 1)
+            integer("steps", 1, 1 << 20)
         if self.cache not in self.CACHES:
             raise ValueError(f"cache must be one of {self.CACHES}, got {self.cache!r}")
         dt = self.delimiter_threshold

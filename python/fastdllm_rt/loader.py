@@ -25,7 +25,7 @@ from .safetensors_io import FLOAT_DTYPES, SafetensorsFile
 
 DEFAULT_MASK_ID = 151665  # fast_dllm_v2.md section 1: '|<MASK>|', hard-coded upstream
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-QUANTIZE = (None, "int8", "int4")
+QUANTIZE = (None, "int8", "int4", "fp8")
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,10 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
     ``quantize`` ("int8" or "int4") quantizes a float checkpoint's layer
     matrices at load with round-to-nearest (int8: per-channel symmetric; int4:
     groups of ``group_size``, default 128, with zero points); the embedding,
-    lm_head and norms stay in ``dtype``.
+    lm_head and norms stay in ``dtype``. "fp8" (CUDA only) stores them as E4M3
+    with a scale per output row and runs the W8A8 GEMM (activations quantized
+    per token). An fp8 checkpoint runs as fp8 on CUDA and loads dequantized on
+    the CPU.
     The checkpoint's headers are checked against the config first, so a bad
     folder fails before any memory is taken for it.
     """
@@ -345,15 +348,21 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
     if quantize and config.quant is not None:
         raise LoadError(f"{model_dir}: the checkpoint is already quantized ({config.quant.method}, "
                         f"{config.quant.bits}-bit); quantize= applies to float checkpoints")
-    if group_size is not None and not quantize:
+    if group_size is not None and quantize not in ("int8", "int4"):
         raise LoadError("group_size applies only with quantize='int8' or 'int4'")
+    if quantize == "fp8" and device != "cuda":
+        raise LoadError("quantize='fp8' runs on CUDA (Hopper fp8 tensor cores); on the CPU use 'int8' or 'int4'")
     wdtype = checkpoint_dtype(config) if dtype == "auto" else dtype
     spec = config.quant
-    if quantize:
+    if quantize == "fp8":
+        fmt, gs = "fp8", 0
+    elif quantize:
         gs = (0 if quantize == "int8" else 128) if group_size is None else group_size
         if isinstance(gs, bool) or not isinstance(gs, int) or gs < 0:
             raise LoadError(f"group_size must be a non-negative integer (0: per output channel), got {group_size!r}")
         fmt, gs = quantize, gs
+    elif spec is not None and spec.method == "fp8" and device == "cuda":
+        fmt, gs = "fp8", 0  # W8A8 on the GPU; the CPU dequantizes at load
     elif spec is not None:
         fmt, gs = spec.weight_format, spec.group_size
     else:
@@ -381,8 +390,13 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                         got[name[len(base) + 1:]] = _array(f, stored_name, np)
                         scale = got.get("weight_scale", got.get("weight_scale_inv"))
                         if "weight" in got and scale is not None:
-                            w = layouts.fp8_to_float(got["weight"], scale, spec, base)
-                            model.set_weight(base + ".weight", w, "float32", list(w.shape))
+                            if fmt == "fp8":
+                                codes, s = layouts.fp8_rows(got["weight"], scale, spec, base)
+                                model.set_quantized_weight(base + ".weight", codes, s[:, None],
+                                                           np.zeros_like(s[:, None]), None)
+                            else:
+                                w = layouts.fp8_to_float(got["weight"], scale, spec, base)
+                                model.set_weight(base + ".weight", w, "float32", list(w.shape))
                             del parts[base]
                     elif spec is not None and name.startswith("model.layers.") and name.rsplit(".", 1)[1] in (
                             "qweight", "qzeros", "scales", "g_idx"):
@@ -402,8 +416,12 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
                         if bad:
                             raise ValueError(f"tensor '{name}' holds {bad} non-finite values (NaN or inf) of "
                                              f"{w.size}; the checkpoint is corrupt")
-                        codes = rtn_quantize(w, int(quantize[3:]), gs)
-                        model.set_quantized_weight(name, codes.codes, codes.scales, codes.zeros, None)
+                        if quantize == "fp8":
+                            q, s = layouts.fp8_rows(w, None, None, name)
+                            model.set_quantized_weight(name, q, s[:, None], np.zeros_like(s[:, None]), None)
+                        else:
+                            codes = rtn_quantize(w, int(quantize[3:]), gs)
+                            model.set_quantized_weight(name, codes.codes, codes.scales, codes.zeros, None)
                     else:
                         view = f.data(stored_name)
                         try:

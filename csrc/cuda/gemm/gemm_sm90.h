@@ -39,6 +39,20 @@ int gemm_bf16_sm90_large(const GemmSm90Args& a);
 int gemm_bf16_sm90_small_m(const GemmSm90Args& a);
 int gemm_f16_sm90_large(const GemmSm90Args& a);
 int gemm_f16_sm90_small_m(const GemmSm90Args& a);
+// W8A8: x and w E4M3 (K-major), D = acc * x_scale[m] * w_scale[n] + bias[n] + C
+// (C = the residual, or zeros). M <= kSmallM, the swapped stream-K configuration;
+// k % 16 == 0 and n % 4 == 0.
+struct GemmFp8Sm90Args {
+  const void* x;           // E4M3 [m, k]
+  const void* w;           // E4M3 [n, k]
+  const float* x_scale;    // [m]
+  const float* w_scale;    // [n]
+  const float* bias;       // [n] or null
+  const float* c;          // [m, n]: the residual, or zeros
+  float* out;              // [m, n]
+  int64_t m, n, k;
+};
+int gemm_fp8_sm90_small_m(const GemmFp8Sm90Args& a);
 const char* gemm_last_error();
 
 }  // namespace fastdllm::cuda

@@ -4,7 +4,9 @@
 // the V x H weight read), then one block per row finds the first maximum, the
 // first maximum among the other entries, the softmax denominator relative
 // to the maximum and the entropy's weighted sum (fp32 exps summed in double per
-// thread). Only 20 bytes per row leave the device. Limits: V < 2^31.
+// thread). Only 24 bytes per row leave the device; rows run in chunks so that
+// the logits scratch stays bounded. Limits: V < 2^31.
+#include <algorithm>
 #include <cfloat>
 
 #include "core/caching_allocator.h"
@@ -82,9 +84,10 @@ __global__ void top2_kernel(const float* logits, int64_t vocab, int32_t* index, 
     for (int w = 0; w < nw; ++w) total += s_sum[w], ttotal += s_tsum[w];
     index[2 * blockIdx.x] = best.i1;
     index[2 * blockIdx.x + 1] = best.i2;
-    prob[3 * blockIdx.x] = float(1.0 / total);
-    prob[3 * blockIdx.x + 1] = best.i2 >= 0 ? float(double(expf(best.v2 - best.v1)) / total) : 0.f;
-    prob[3 * blockIdx.x + 2] = float(log(total) - ttotal / total);  // entropy, nats
+    prob[4 * blockIdx.x] = float(1.0 / total);
+    prob[4 * blockIdx.x + 1] = best.i2 >= 0 ? float(double(expf(best.v2 - best.v1)) / total) : 0.f;
+    prob[4 * blockIdx.x + 2] = float(log(total) - ttotal / total);  // entropy, nats
+    prob[4 * blockIdx.x + 3] = float((total - 1.0) / total);        // tail mass 1 - p1
   }
 }
 
@@ -94,10 +97,17 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
                   int32_t* index, float* prob) {
   if (m == 0) return;
   FDL_CHECK(n < (int64_t(1) << 31), "lm_head_top2 on CUDA: vocabulary of ", n, " entries is too large");
-  DeviceScratch logits(device_allocator(), size_t(m * n) * sizeof(float));
-  linear(x, DType::F32, w, wt, packed, nullptr, DType::F32, nullptr, logits.as<float>(), m, n, k);
-  top2_kernel<<<unsigned(m), 1024, 0, stream()>>>(logits.as<float>(), n, index, prob);
-  check_launch("lm_head_top2");
+  // Full-attention samplers can ask for thousands of rows: at most kRows x V
+  // fp32 logits (about 150 MB for a 152k vocabulary) at a time.
+  constexpr int64_t kRows = 256;
+  const int64_t rows = std::min(m, kRows);
+  DeviceScratch logits(device_allocator(), size_t(rows * n) * sizeof(float));
+  for (int64_t r0 = 0; r0 < m; r0 += kRows) {
+    const int64_t mr = std::min(kRows, m - r0);
+    linear(x + r0 * k, DType::F32, w, wt, packed, nullptr, DType::F32, nullptr, logits.as<float>(), mr, n, k);
+    top2_kernel<<<unsigned(mr), 1024, 0, stream()>>>(logits.as<float>(), n, index + 2 * r0, prob + 4 * r0);
+    check_launch("lm_head_top2");
+  }
 }
 
 }  // namespace fastdllm::cuda

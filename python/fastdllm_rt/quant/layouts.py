@@ -142,6 +142,46 @@ def fp8_to_float(weight: np.ndarray, scale: np.ndarray, spec: QuantSpec, name: s
     raise ValueError(f"tensor '{name}.weight_scale' has shape {list(s.shape)}; expected a scalar, [{n}] or [{n}, 1]")
 
 
+# The non-negative finite E4M3 values in increasing order, with their bytes
+# (0x00 .. 0x7E; 0x7F is NaN), for round-to-nearest-even encoding.
+_E4M3_POS = E4M3[:0x7F].astype(np.float64)
+E4M3_MAX = float(_E4M3_POS[-1])  # 448
+
+
+def float_to_e4m3(x: np.ndarray) -> np.ndarray:
+    """The E4M3FN bytes of x (round to nearest, ties to even, saturating at
+    +-448 as torch's float8_e4m3fn conversion with clamping does; NaN refused)."""
+    x = np.asarray(x, np.float64)
+    if np.isnan(x).any():
+        raise ValueError("float_to_e4m3: NaN has no finite E4M3 code")
+    a = np.minimum(np.abs(x), E4M3_MAX)
+    hi = np.clip(np.searchsorted(_E4M3_POS, a, side="left"), 0, len(_E4M3_POS) - 1)
+    lo = np.maximum(hi - 1, 0)
+    d_lo, d_hi = a - _E4M3_POS[lo], _E4M3_POS[hi] - a
+    # the nearer neighbour; on a tie the even code (its last mantissa bit 0)
+    pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (hi % 2 == 0))
+    code = np.where(pick_hi, hi, lo).astype(np.uint8)
+    return np.where(np.signbit(x), code | 0x80, code).astype(np.uint8)  # -0.0 as torch keeps it
+
+
+def fp8_rows(weight: np.ndarray, scale: np.ndarray, spec: Optional[QuantSpec], name: str):
+    """(E4M3 bytes [N, K], fp32 scales [N]) with one scale per output row, what
+    the W8A8 GEMM takes: a per-tensor or per-channel checkpoint as stored
+    (exact); a block-scaled one, or float weights (scale None: our RTN at load),
+    re-quantized per row from its float values (max |row| / 448)."""
+    if scale is not None and spec is not None and not spec.block:
+        n = weight.shape[0]
+        s = np.asarray(scale, np.float32)
+        if s.size == 1:
+            return weight.view(np.uint8), np.full(n, float(s.reshape(())), np.float32)
+        if s.shape in ((n,), (n, 1)):
+            return weight.view(np.uint8), s.reshape(n).copy()
+    w = fp8_to_float(weight, scale, spec, name) if scale is not None else np.asarray(weight, np.float32)
+    amax = np.abs(w).max(axis=1)
+    s = np.where(amax > 0, amax / E4M3_MAX, 1.0).astype(np.float32)
+    return float_to_e4m3(w / s[:, None]), s
+
+
 def to_codes(t: Dict[str, np.ndarray], spec: QuantSpec, n: int, k: int, name: str) -> Codes:
     return (gptq_to_codes if spec.method == "gptq" else awq_to_codes)(t, spec, n, k, name)
 

@@ -28,7 +28,7 @@ class QuantSpec:
 
     @property
     def weight_format(self) -> str:
-        # fp8 weights are dequantized to the model's dtype at load (no FP8 GEMM yet)
+        # fp8: the CPU dequantizes to the model's dtype at load; CUDA keeps fp8 (loader.load_model)
         return "dense" if self.method == "fp8" else f"int{self.bits}"
 
 
