@@ -63,27 +63,31 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--formats", default="dense",
-                    help="comma-separated layer-weight formats to time in this run: dense, int8, int4")
+                    help="comma-separated layer-weight formats to time in this run: dense, int8, int4; "
+                         "a +head8 suffix (int4+head8) also stores the lm_head as int8")
     ap.add_argument("--group-size", type=int, default=128, help="int4 group size (int8 is per channel)")
     ap.add_argument("--out")
     a = ap.parse_args()
     s = QWEN25_1_5B
     formats = a.formats.split(",")
     for f in formats:
-        if f not in ("dense", "int8", "int4"):
+        if f.split("+")[0] not in ("dense", "int8", "int4") or f.split("+")[1:] not in ([], ["head8"]):
             ap.error(f"--formats: unknown format {f!r}")
+    layer = {f: f.split("+")[0] for f in formats}
+    head = {f: "int8" if f.endswith("+head8") else "dense" for f in formats}
     t0 = time.perf_counter()
     write_random_bf16_model(a.model_dir, s)
     fastdllm_rt._C.set_num_threads(a.threads)
     torch.set_num_threads(a.threads)
     T = fastdllm_rt._C._testing
     rng = np.random.default_rng(0)
-    groups = {f: (0 if f == "int8" else a.group_size) for f in formats}
+    groups = {f: (0 if layer[f] == "int8" else a.group_size) for f in formats}
     setups = []  # per format: (model, pool, table, load seconds)
     for f in formats:
         t1 = time.perf_counter()
-        model = fastdllm_rt.load_model(a.model_dir, quantize=None if f == "dense" else f,
-                                       group_size=None if f == "dense" else groups[f])
+        model = fastdllm_rt.load_model(a.model_dir, quantize=None if layer[f] == "dense" else layer[f],
+                                       group_size=None if layer[f] == "dense" else groups[f],
+                                       lm_head=None if head[f] == "dense" else head[f])
         load_s = time.perf_counter() - t1
         pool = T.make_pool(model, 16, (CACHED + 64) // 16 + 4, "bfloat16")  # the engine's KV dtype for bf16 models
         table = T.PageTable(pool)
@@ -96,7 +100,8 @@ def main():
         setups.append((model, pool, table, load_s))
     setup_s = time.perf_counter() - t0
 
-    wbytes = {f: weight_bytes_per_forward(s, layer_format=f, group_size=groups[f]) for f in formats}
+    wbytes = {f: weight_bytes_per_forward(s, layer_format=layer[f], group_size=groups[f], lm_head=head[f])
+              for f in formats}
     bw = triad_gbs(a.threads)
     results = []
     ref = None

@@ -40,22 +40,26 @@ def weight_shapes(s: dict) -> dict:
 
 
 def weight_bytes_per_forward(s: dict, bytes_per_weight: int = 2, layer_format: str = "dense",
-                             group_size: int = 128) -> int:
+                             group_size: int = 128, lm_head: str = "dense") -> int:
     """Bytes of matrices a forward streams: every layer matrix and the lm_head
     (the embedding gather reads a few rows only, unless it is the tied lm_head).
     layer_format int8 / int4: the layer matrices as codes plus their fp32 scale
-    and s*z per (row, group of group_size inputs; 0: per row); the lm_head stays bf16."""
+    and s*z per (row, group of group_size inputs; 0: per row). lm_head "int8": one
+    byte per weight plus 8 bytes per row, else bf16 (a tied head is the embedding)."""
     total = 0
     for name, shape in weight_shapes(s).items():
         if len(shape) == 2 and name != "model.embed_tokens.weight":
             n, k = shape
-            if layer_format == "dense" or name == "lm_head.weight":
+            if name == "lm_head.weight" and lm_head == "int8":
+                total += n * k + n * 8
+            elif layer_format == "dense" or name == "lm_head.weight":
                 total += n * k * bytes_per_weight
             else:
                 bits = int(layer_format[3:])
                 total += n * k * bits // 8 + n * (k // (group_size or k)) * 8
     if s["tie_word_embeddings"]:  # the embedding is the lm_head; untied, lm_head.weight was counted above
-        total += s["vocab_size"] * s["hidden_size"] * bytes_per_weight
+        n, k = s["vocab_size"], s["hidden_size"]
+        total += n * k + n * 8 if lm_head == "int8" else n * k * bytes_per_weight
     return total
 
 

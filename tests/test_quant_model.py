@@ -339,3 +339,29 @@ def test_fp8_bad_scales_name_the_tensor(tmp_path):
     write_fp8(str(tmp_path / "q"), QCFG, bad_scale=True)
     with pytest.raises(LoadError, match=r"model.layers.0.mlp.down_proj.weight_scale' has shape \[3\]"):
         Engine(str(tmp_path / "q"))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_int8_lm_head_matches_its_dequantized_weights(tmp_path, isa, tied):
+    """lm_head="int8": the output head as int8 codes with one scale per row (a
+    tied model keeps its float embedding for the lookup), through the fused
+    greedy reduction and the sampled / logits rows alike; with int4 layers too."""
+    cfg = dict(QCFG, tie_word_embeddings=tied)
+    w = random_weights(cfg, 4)
+    path = write_model(str(tmp_path / "f"), dict(cfg), weights=w)
+    head = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    q, z, s = rtn_codes_package_free(w[head].numpy(), 8, 0)
+    deq = dict(w)
+    deq["lm_head.weight"] = torch.from_numpy(((q - z) * s).astype(np.float32))
+    twin = dense_twin(str(tmp_path / "d"), dict(cfg, tie_word_embeddings=False), deq)
+    with Engine(path, lm_head="int8") as eq, Engine(twin) as ed:
+        assert eq.model.lm_head_format == "int8" and eq.model.weight_format == "dense"
+        qc.assert_logits_close(eq.logits(PROMPTS[0]), ed.logits(PROMPTS[0]), isa)
+        a, b = eq.generate_ids(PROMPTS[0], max_new_tokens=32), ed.generate_ids(PROMPTS[0], max_new_tokens=32)
+        if isa == "avx2":  # the fp32 path: the same logits up to summation order, the same tokens
+            assert a.token_ids == b.token_ids and a.num_forwards == b.num_forwards
+    with Engine(path, quantize="int4", group_size=32, lm_head="int8") as e:
+        assert e.model.lm_head_format == "int8" and e.model.weight_format == "int4"
+        assert len(e.generate_ids(PROMPTS[1], max_new_tokens=16).token_ids) > 0
+    with pytest.raises(LoadError, match="lm_head must be None"):
+        Engine(path, lm_head="int4")

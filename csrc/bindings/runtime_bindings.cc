@@ -63,9 +63,10 @@ void model_set_quantized(Model& m, const std::string& name, const U8Array& q, co
             "tensor '", name, "': scales and zeros must both be [", rows, ", groups]");
   const int64_t groups = scales.shape(1);
   const LayerWeightFormat& f = m.layer_format();
-  const int64_t expect_groups = f.group_size ? k / f.group_size : 1;
+  const int64_t gs = name == "lm_head.weight" ? 0 : f.group_size;  // an int8 lm_head: one scale per row
+  const int64_t expect_groups = gs ? k / gs : 1;
   FDL_CHECK(groups == expect_groups, "tensor '", name, "': ", groups, " groups of scales, expected ", expect_groups,
-            " (group size ", f.group_size ? f.group_size : k, " over ", k, " inputs)");
+            " (group size ", gs ? gs : k, " over ", k, " inputs)");
   const int32_t* p = nullptr;
   if (perm) {
     FDL_CHECK(perm->ndim() == 1 && perm->shape(0) == k, "tensor '", name, "': perm must be [", k, "]");
@@ -139,15 +140,18 @@ void bind_runtime(py::module_& m) {
         py::arg("config"), "The tensor names and shapes a checkpoint of this config holds (nothing is allocated).");
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")
       .def(py::init([](const py::dict& cfg, const std::string& dtype, const std::string& device,
-                       const std::string& weight_format, int64_t group_size) {
+                       const std::string& weight_format, int64_t group_size, const std::string& lm_head_format) {
              LayerWeightFormat f;
              f.format = weight_format_from_name(weight_format.c_str());
              f.group_size = group_size;
+             f.lm_head = weight_format_from_name(lm_head_format.c_str());
              return std::make_shared<Model>(config_from_dict(cfg), dtype_from_name(dtype.c_str()),
                                             device_from_name(device), f);
            }),
            py::arg("config"), py::arg("dtype"), py::arg("device") = "cpu", py::arg("weight_format") = "dense",
-           py::arg("group_size") = 0)
+           py::arg("group_size") = 0, py::arg("lm_head_format") = "dense")
+      .def_property_readonly("lm_head_format",
+                             [](const Model& mdl) { return std::string(format_traits(mdl.layer_format().lm_head).name); })
       .def_property_readonly("weight_format",
                              [](const Model& mdl) { return std::string(format_traits(mdl.layer_format().format).name); })
       .def_property_readonly("group_size", [](const Model& mdl) { return mdl.layer_format().group_size; })

@@ -42,6 +42,8 @@ void linear_silu_mul(const float* x, const uint16_t* w, float* out, int64_t m, i
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
 // index [m, 2]: top-1 and the best other entry of x[m, k] @ w[n, k]^T; prob [m, 4]: their
 // softmax probabilities, the softmax entropy in nats and 1 - p1 (ops::lm_head_top2).
+// The same over an integer-format matrix in the CPU code layout (an int8 lm_head).
+void lm_head_top2_int(const float* x, const WeightView& w, int64_t m, int32_t* index, float* prob);
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);
 // stats [rows, 2], count [rows], cand [rows, vocab, 2] (ops::sampling_candidates).

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cpu/fast_exp.h"
+#include "cpu/int_weights.h"
 #include "cpu/kernels.h"
 #include "cpu/load_row.h"
 #include "cpu/packed_weights.h"
@@ -91,10 +92,10 @@ void reduce_chunk_row(const float* l, int64_t cols, int64_t col0, RowState& st) 
     if (st.i2 < 0 || l[j] > st.v2) st.offer(l[j], col0 + j);
 }
 
-}  // namespace
-
-void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t m, int64_t n, int64_t k,
-                  int32_t* index, float* prob) {
+// The chunked reduction; chunk_logits(col0, cols, buf) writes the logits of
+// vocabulary columns [col0, col0 + cols) for all m rows into buf [m, cols].
+template <class ChunkLogits>
+void reduce_top2(int64_t m, int64_t n, int32_t* index, float* prob, const ChunkLogits& chunk_logits) {
   const int64_t chunks = (n + kChunkCols - 1) / kChunkCols;
   const int nt = omp_get_max_threads();
   // Grown once and reused: nothing is allocated per decode step.
@@ -111,11 +112,8 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
     const int64_t c0 = chunks * t / nthr, c1 = chunks * (t + 1) / nthr;
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t col0 = c * kChunkCols, cols = std::min(kChunkCols, n - col0);
-      const void* wc = packed
-                           ? static_cast<const void*>(static_cast<const uint16_t*>(w) + packed_elems(col0, k))
-                           : static_cast<const void*>(static_cast<const char*>(w) + col0 * k * dtype_size(wt));
       // Inside this parallel region the kernel's own parallel loop runs on this thread alone.
-      linear(x, DType::F32, wc, wt, packed, nullptr, DType::F32, nullptr, buf, m, cols, k);
+      chunk_logits(col0, cols, buf);
       for (int64_t r = 0; r < m; ++r) reduce_chunk_row(buf + r * cols, cols, col0, st[r]);
     }
   }
@@ -130,6 +128,35 @@ void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t 
     prob[4 * r + 2] = float(std::log(acc.sum) - acc.tsum / acc.sum);
     prob[4 * r + 3] = float((acc.sum - 1.0) / acc.sum);  // 1 - p1, exact where p1 rounds to 1 in fp32
   }
+}
+
+}  // namespace
+
+void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t m, int64_t n, int64_t k,
+                  int32_t* index, float* prob) {
+  // A chunk is a whole number of 16-row panels: for packed weights a contiguous slice.
+  reduce_top2(m, n, index, prob, [&](int64_t col0, int64_t cols, float* buf) {
+    const void* wc = packed
+                         ? static_cast<const void*>(static_cast<const uint16_t*>(w) + packed_elems(col0, k))
+                         : static_cast<const void*>(static_cast<const char*>(w) + col0 * k * dtype_size(wt));
+    linear(x, DType::F32, wc, wt, packed, nullptr, DType::F32, nullptr, buf, m, cols, k);
+  });
+}
+
+void lm_head_top2_int(const float* x, const WeightView& w, int64_t m, int32_t* index, float* prob) {
+  const int64_t k = w.cols(), groups = w.groups(), bits = format_traits(w.format).bits;
+  // Chunks of whole panels: contiguous slices of the codes and of the per-panel scales.
+  reduce_top2(m, w.rows(), index, prob, [&](int64_t col0, int64_t cols, float* buf) {
+    const int64_t panel0 = col0 / kPanelRows;
+    WeightView c = w;
+    c.values = TensorView(w.values.ptr<uint8_t>() + panel0 * (k / 2) * int_pair_bytes(int(bits)), DType::U8,
+                          {cols, k});
+    c.scales = TensorView(w.scales.ptr<float>() + panel0 * groups * kPanelRows, DType::F32,
+                          {int_param_floats(cols, groups)});
+    c.zero_scales = TensorView(w.zero_scales.ptr<float>() + panel0 * groups * kPanelRows, DType::F32,
+                               {int_param_floats(cols, groups)});
+    linear_int(x, DType::F32, c, nullptr, DType::F32, nullptr, buf, m, false);
+  });
 }
 
 }  // namespace fastdllm::cpu

@@ -66,6 +66,8 @@ void argmax_prob(const float* logits, int64_t rows, int64_t vocab, int32_t* inde
 void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out);
 void lm_head_top2(const float* x, const void* w, DType w_dtype, bool packed, int64_t m, int64_t n, int64_t k,
                   int32_t* index, float* prob);
+// The same over an integer-format matrix (an int8 lm_head; w.out, bias and residual unused).
+void lm_head_top2_int(const float* x, const IntGemmArgs& w, int64_t m, int32_t* index, float* prob);
 // stats [rows, 2], count [rows], cand [rows, vocab, 2] (ops::sampling_candidates).
 void sampling_candidates(const float* logits, int64_t rows, int64_t vocab, float temperature, float top_p, int top_k,
                          int32_t exclude, float* stats, int32_t* count, int32_t* cand);

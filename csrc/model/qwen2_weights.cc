@@ -48,7 +48,12 @@ Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device
   fused_mlp_ = integer ? device == Device::CPU && I % 16 == 0 : packing_.fused_mlp;
   const bool pack_embed = packed && c.tie_word_embeddings;  // the tied embedding is the lm_head
   embed_ = matrix_buffer(c.vocab_size, H, pack_embed);
-  if (!c.tie_word_embeddings) lm_head_ = matrix_buffer(c.vocab_size, H, packed);
+  FDL_CHECK(layer_format.lm_head == WeightFormat::Dense || layer_format.lm_head == WeightFormat::Int8,
+            "the lm_head format must be dense or int8, got ", format_traits(layer_format.lm_head).name);
+  if (layer_format.lm_head != WeightFormat::Dense)  // a quantized copy, also of a tied embedding
+    lm_head_q_ = quantized_matrix(c.vocab_size, H, layer_format.lm_head, 0);
+  else if (!c.tie_word_embeddings)
+    lm_head_ = matrix_buffer(c.vocab_size, H, packed);
   final_norm_ = Buffer(size_t(H) * 4, device);
   layers_.resize(size_t(c.num_layers));
   for (auto& L : layers_) {
@@ -66,6 +71,7 @@ Qwen2Weights::Qwen2Weights(const ModelConfig& config, DType dtype, Device device
   for (int64_t i = 0; i < hd / 2; ++i) f[size_t(i)] = 1.0f / std::pow(c.rope_theta, float(2 * i) / float(hd));
   copy_bytes(inv_freq_.data(), f.data(), f.size() * 4, device);
   expected_ = expected_for(config_);
+  if (layer_format.lm_head != WeightFormat::Dense) expected_["lm_head.weight"] = {c.vocab_size, H};
 }
 
 std::map<std::string, std::vector<int64_t>> Qwen2Weights::expected_for(const ModelConfig& c) {
@@ -143,12 +149,14 @@ void Qwen2Weights::set(const std::string& name, const void* data, DType src, con
   if (name == "model.embed_tokens.weight") {
     put_rows(embed_, 0, H, pack_embed);
   } else if (name == "lm_head.weight") {
+    FDL_CHECK(layer_format_.lm_head == WeightFormat::Dense, "tensor 'lm_head.weight': the model's lm_head is ",
+              format_traits(layer_format_.lm_head).name, "; it must come as quantized codes");
     put_rows(lm_head_, 0, H, packed);
   } else if (name == "model.norm.weight") {
     put(final_norm_, 0, DType::F32);
   } else if (Matrix* m = locate(name, &row0, &gate_up)) {
-    FDL_CHECK(!is_quantized_format(layer_format_.format), "tensor '", name, "': the model's layers are ",
-              format_traits(layer_format_.format).name, "; this matrix must come as quantized codes");
+    FDL_CHECK(!is_quantized_format(m->format), "tensor '", name, "': the model's layers are ",
+              format_traits(m->format).name, "; this matrix must come as quantized codes");
     if (gate_up && fused_mlp_)
       ops::pack_gate_up_rows(bf16_rows(), shape[0], row0, I, H, static_cast<uint16_t*>(m->values.data()));
     else
@@ -167,12 +175,13 @@ void Qwen2Weights::set(const std::string& name, const void* data, DType src, con
 Qwen2Weights::Matrix* Qwen2Weights::locate(const std::string& name, int64_t* row0, bool* gate_up) {
   int li;
   std::string rest;
+  *gate_up = false;
+  *row0 = 0;
+  if (name == "lm_head.weight") return layer_format_.lm_head != WeightFormat::Dense ? &lm_head_q_ : nullptr;
   if (!split_layer_name(name, &li, &rest)) return nullptr;
   const auto& c = config_;
   const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
   LayerBuffers& L = layers_[size_t(li)];
-  *gate_up = false;
-  *row0 = 0;
   if (rest == "self_attn.q_proj.weight") return &L.qkv_w;
   if (rest == "self_attn.k_proj.weight") return *row0 = q, &L.qkv_w;
   if (rest == "self_attn.v_proj.weight") return *row0 = q + kv, &L.qkv_w;
@@ -188,21 +197,21 @@ void Qwen2Weights::set_quantized(const std::string& name, const uint8_t* q, cons
   const auto it = expected_.find(name);
   FDL_CHECK(it != expected_.end(), "unexpected tensor '", name, "' for this model config");
   FDL_CHECK(!ready_, "tensor '", name, "': the model is already finalized");
-  FDL_CHECK(is_quantized_format(layer_format_.format), "tensor '", name,
-            "': quantized codes for a model whose layers are dense");
   int64_t row0 = 0;
   bool gate_up = false;
   Matrix* m = locate(name, &row0, &gate_up);
-  FDL_CHECK(m != nullptr, "tensor '", name, "' is not a layer matrix; only q/k/v/o and gate/up/down are quantized");
+  FDL_CHECK(m != nullptr, "tensor '", name,
+            "' is not a layer matrix; only q/k/v/o, gate/up/down (and an int8 lm_head) are quantized");
+  FDL_CHECK(is_quantized_format(m->format), "tensor '", name, "': quantized codes for a dense matrix");
   FDL_CHECK(shape == it->second, "tensor '", name, "' has shape ", shape_str(shape), ", expected ",
             shape_str(it->second));
   FDL_CHECK(!loaded_.count(name), "tensor '", name, "' was already set");
   const int64_t rows = shape[0], k = shape[1], groups = k / m->group;
-  if (layer_format_.format == WeightFormat::Fp8) {
+  if (m->format == WeightFormat::Fp8) {
     set_fp8(name, *m, q, scales, perm, rows, row0);
     return;
   }
-  const int bits = format_traits(layer_format_.format).bits;
+  const int bits = format_traits(m->format).bits;
   // Codes outside the format would decode to garbage (an int4 kernel reads 4 bits).
   const uint8_t top = uint8_t((1 << bits) - 1);
   for (int64_t i = 0; i < rows * k; ++i)
@@ -260,29 +269,40 @@ void Qwen2Weights::set_fp8(const std::string& name, Matrix& m, const uint8_t* q,
 void Qwen2Weights::finalize() {
   for (const auto& kv : expected_)
     FDL_CHECK(loaded_.count(kv.first), "missing tensor '", kv.first, "' (no shard of the checkpoint provides it)");
-  for (LayerBuffers& L : layers_)  // integer matrices packed on the host go to the device once, whole
-    for (Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w}) {
-      if (m->host_codes.empty()) continue;
-      copy_bytes(m->values.data(), m->host_codes.data(), m->host_codes.size(), device_);
-      copy_bytes(m->scales.data(), m->host_scales.data(), m->host_scales.size() * 4, device_);
-      if (!m->host_zero_scales.empty())
-        copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
-      std::vector<uint8_t>().swap(m->host_codes);
-      std::vector<float>().swap(m->host_scales);
-      std::vector<float>().swap(m->host_zero_scales);
-    }
+  std::vector<Matrix*> staged{&lm_head_q_};
+  for (LayerBuffers& L : layers_)
+    for (Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w}) staged.push_back(m);
+  for (Matrix* m : staged) {  // integer matrices packed on the host go to the device once, whole
+    if (m->host_codes.empty()) continue;
+    copy_bytes(m->values.data(), m->host_codes.data(), m->host_codes.size(), device_);
+    copy_bytes(m->scales.data(), m->host_scales.data(), m->host_scales.size() * 4, device_);
+    if (!m->host_zero_scales.empty())
+      copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
+    std::vector<uint8_t>().swap(m->host_codes);
+    std::vector<float>().swap(m->host_scales);
+    std::vector<float>().swap(m->host_zero_scales);
+  }
   ready_ = true;
 }
 
 Qwen2Weights::Matrix Qwen2Weights::layer_matrix(int64_t rows, int64_t cols) const {
-  Matrix m;
-  m.rows = rows;
-  m.cols = cols;
   if (!is_quantized_format(layer_format_.format)) {
+    Matrix m;
+    m.rows = rows;
+    m.cols = cols;
     m.values = matrix_buffer(rows, cols, packing_.packed);
     return m;
   }
-  if (layer_format_.format == WeightFormat::Fp8) {  // CUDA: [rows, cols] E4M3 bytes, a scale per row
+  return quantized_matrix(rows, cols, layer_format_.format, layer_format_.group_size);
+}
+
+Qwen2Weights::Matrix Qwen2Weights::quantized_matrix(int64_t rows, int64_t cols, WeightFormat format,
+                                                    int64_t group_size) const {
+  Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.format = format;
+  if (format == WeightFormat::Fp8) {  // CUDA: [rows, cols] E4M3 bytes, a scale per row
     m.group = cols;
     m.values = Buffer(size_t(rows * cols), device_);
     m.scales = Buffer(size_t(rows) * 4, device_);
@@ -290,11 +310,11 @@ Qwen2Weights::Matrix Qwen2Weights::layer_matrix(int64_t rows, int64_t cols) cons
     m.host_scales.assign(size_t(rows), 0.f);
     return m;
   }
-  m.group = layer_format_.group_size ? layer_format_.group_size : cols;
+  m.group = group_size ? group_size : cols;
   FDL_CHECK(m.group % 2 == 0 && cols % m.group == 0, "weight group size ", m.group,
             " must be even and divide every layer matrix's in_features (", cols, " does not)");
   const ops::IntWeightLayout lay =
-      ops::int_weight_layout(device_, layer_format_.format, rows, cols, m.group);
+      ops::int_weight_layout(device_, format, rows, cols, m.group);
   m.values = Buffer(size_t(lay.code_bytes), device_);
   m.scales = Buffer(size_t(lay.param_floats) * 4, device_);
   m.zero_scales = Buffer(size_t(lay.param_floats) * 4, device_);
@@ -320,9 +340,9 @@ WeightView Qwen2Weights::packing_view(Matrix& m) const {
 }
 
 WeightView Qwen2Weights::weight_view(const Matrix& m) const {
-  if (!is_quantized_format(layer_format_.format)) return matrix_view(m.values, m.rows, m.cols, packing_.packed);
+  if (!is_quantized_format(m.format)) return matrix_view(m.values, m.rows, m.cols, packing_.packed);
   WeightView w;
-  if (layer_format_.format == WeightFormat::Fp8) {
+  if (m.format == WeightFormat::Fp8) {
     w.values = TensorView(m.values.data(), DType::U8, {m.rows, m.cols}, device_);
     w.format = WeightFormat::Fp8;
     w.group_size = m.cols;
@@ -330,7 +350,7 @@ WeightView Qwen2Weights::weight_view(const Matrix& m) const {
     return w;
   }
   w.values = TensorView(m.values.data(), DType::U8, {m.rows, m.cols}, device_);
-  w.format = layer_format_.format;
+  w.format = m.format;
   w.group_size = m.group;
   const int64_t nf = int64_t(m.scales.size() / 4);
   w.scales = TensorView(m.scales.data(), DType::F32, {nf}, device_);
@@ -340,7 +360,8 @@ WeightView Qwen2Weights::weight_view(const Matrix& m) const {
 }
 
 int64_t Qwen2Weights::storage_bytes() const {
-  int64_t b = int64_t(embed_.size() + lm_head_.size() + final_norm_.size());
+  int64_t b = int64_t(embed_.size() + lm_head_.size() + final_norm_.size() + lm_head_q_.values.size() +
+                      lm_head_q_.scales.size() + lm_head_q_.zero_scales.size());
   for (const LayerBuffers& L : layers_) {
     for (const Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w})
       b += int64_t(m->values.size() + m->scales.size() + m->zero_scales.size() + m->perm.size());
@@ -366,7 +387,8 @@ TensorView Qwen2Weights::embed() const {
   return matrix_view(embed_, config_.vocab_size, config_.hidden_size, packing_.packed && config_.tie_word_embeddings);
 }
 
-TensorView Qwen2Weights::lm_head() const {
+WeightView Qwen2Weights::lm_head() const {
+  if (layer_format_.lm_head != WeightFormat::Dense) return weight_view(lm_head_q_);
   if (config_.tie_word_embeddings) return embed();
   return matrix_view(lm_head_, config_.vocab_size, config_.hidden_size, packing_.packed);
 }

@@ -45,7 +45,7 @@ class Qwen2Weights {
   };
   // Views of the stored weights, shaped as the ops take them.
   TensorView embed() const;
-  TensorView lm_head() const;  // the embedding when tied
+  WeightView lm_head() const;  // the embedding when tied and dense
   TensorView final_norm() const { return final_norm_.view(DType::F32, {config_.hidden_size}); }
   TensorView inv_freq() const { return inv_freq_.view(DType::F32, {config_.head_dim / 2}); }
   Layer layer(int i) const;
@@ -55,6 +55,7 @@ class Qwen2Weights {
   // input order (perm_from: the part that set it; fused parts must agree).
   struct Matrix {
     Buffer values, scales, zero_scales, perm;
+    WeightFormat format = WeightFormat::Dense;
     int64_t rows = 0, cols = 0, group = 0;
     std::string perm_from;
     bool perm_set = false;
@@ -69,6 +70,7 @@ class Qwen2Weights {
   Buffer matrix_buffer(int64_t rows, int64_t cols, bool packed) const;
   TensorView matrix_view(const Buffer& b, int64_t rows, int64_t cols, bool packed) const;
   Matrix layer_matrix(int64_t rows, int64_t cols) const;
+  Matrix quantized_matrix(int64_t rows, int64_t cols, WeightFormat format, int64_t group_size) const;
   WeightView weight_view(const Matrix& m) const;
   void set_fp8(const std::string& name, Matrix& m, const uint8_t* q, const float* scales, const int32_t* perm,
                int64_t rows, int64_t row0);
@@ -85,6 +87,7 @@ class Qwen2Weights {
   ops::WeightPacking packing_;
   bool fused_mlp_ = false;
   Buffer embed_, lm_head_, final_norm_, inv_freq_;
+  Matrix lm_head_q_;  // the lm_head in an integer format (layer_format_.lm_head), else unused
   std::vector<LayerBuffers> layers_;
   std::map<std::string, std::vector<int64_t>> expected_;  // name -> shape, from the config once
   std::set<std::string> loaded_;

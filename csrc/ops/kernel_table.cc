@@ -26,6 +26,7 @@ static KernelTable make_cpu_table() {
   };
   t.argmax_prob = cpu::argmax_prob;
   t.lm_head_top2 = cpu::lm_head_top2;
+  t.lm_head_top2_int = cpu::lm_head_top2_int;
   t.sampling_candidates = cpu::sampling_candidates;
   t.gather_rows = cpu::gather_rows;
   t.linear_silu_mul = cpu::linear_silu_mul;
@@ -35,10 +36,7 @@ static KernelTable make_cpu_table() {
 #ifdef FASTDLLM_WITH_CUDA
 // The GPU's integer GEMM takes its own argument block (cuda/cuda_kernels.h);
 // fused SiLU*mul is a CPU epilogue (the model runs gate/up, then silu_mul).
-static void cuda_linear_int(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
-                            const float* residual, float* out, int64_t m, bool silu) {
-  FDL_CHECK(!silu, "linear_silu_mul with integer weights is CPU-only");
-  FDL_CHECK(!bias || bias_dtype == DType::F32, "linear (integer weights) on cuda: bias must be float32");
+static cuda::IntGemmArgs int_gemm_args(const WeightView& w, int64_t m) {
   cuda::IntGemmArgs a;
   a.codes = w.values.ptr<uint8_t>();
   a.scales = w.scales.ptr<float>();
@@ -46,13 +44,28 @@ static void cuda_linear_int(const void* x, DType x_dtype, const WeightView& w, c
   a.perm = w.perm.defined() ? w.perm.ptr<int32_t>() : nullptr;
   a.bits = format_traits(w.format).bits;
   a.group = w.group_size;
-  a.bias = static_cast<const float*>(bias);
-  a.residual = residual;
-  a.out = out;
+  a.bias = nullptr;
+  a.residual = nullptr;
+  a.out = nullptr;
   a.m = m;
   a.n = w.rows();
   a.k = w.cols();
+  return a;
+}
+
+static void cuda_linear_int(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
+                            const float* residual, float* out, int64_t m, bool silu) {
+  FDL_CHECK(!silu, "linear_silu_mul with integer weights is CPU-only");
+  FDL_CHECK(!bias || bias_dtype == DType::F32, "linear (integer weights) on cuda: bias must be float32");
+  cuda::IntGemmArgs a = int_gemm_args(w, m);
+  a.bias = static_cast<const float*>(bias);
+  a.residual = residual;
+  a.out = out;
   cuda::linear_int(x, x_dtype, a);
+}
+
+static void cuda_lm_head_top2_int(const float* x, const WeightView& w, int64_t m, int32_t* index, float* prob) {
+  cuda::lm_head_top2_int(x, int_gemm_args(w, m), m, index, prob);
 }
 
 static void cuda_linear_fp8(const void* x, DType x_dtype, const WeightView& w, const void* bias, DType bias_dtype,
@@ -87,6 +100,7 @@ static KernelTable make_cuda_table() {
   t.attention = cuda::attention;
   t.argmax_prob = cuda::argmax_prob;
   t.lm_head_top2 = cuda::lm_head_top2;
+  t.lm_head_top2_int = cuda_lm_head_top2_int;
   t.sampling_candidates = cuda::sampling_candidates;
   t.gather_rows = cuda::gather_rows;
 #endif

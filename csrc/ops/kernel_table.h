@@ -28,6 +28,7 @@ struct KernelTable {
   void (*argmax_prob)(const float*, int64_t, int64_t, int32_t*, float*) = nullptr;
   void (*linear_silu_mul)(const float*, const uint16_t*, float*, int64_t, int64_t, int64_t) = nullptr;
   void (*gather_rows)(const float*, const int32_t*, int64_t, int64_t, float*) = nullptr;
+  void (*lm_head_top2_int)(const float*, const WeightView&, int64_t, int32_t*, float*) = nullptr;
   void (*lm_head_top2)(const float*, const void*, DType, bool, int64_t, int64_t, int64_t, int32_t*,
                        float*) = nullptr;
   void (*sampling_candidates)(const float*, int64_t, int64_t, float, float, int, int32_t, float*, int32_t*,

@@ -324,21 +324,30 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
                                                               prob.ptr<float>());
 }
 
-void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob) {
+void lm_head_top2(const TensorView& x, const WeightView& wv, const TensorView& index, const TensorView& prob) {
   const char* op = "lm_head_top2";
+  const TensorView& w = wv.values;
   expect(x, op, "x", 2);
   expect(index, op, "index", 2);
   expect(prob, op, "prob", 2);
   expect_dtype(x, op, "x", DType::F32);
   expect_dtype(index, op, "index", DType::I32);
   expect_dtype(prob, op, "prob", DType::F32);
-  expect_weight(x, w, op);
+  if (is_integer_format(wv.format))
+    expect_int_weight(x, wv, op);
+  else
+    expect_weight(x, w, op);
   FDL_CHECK(w.shape[0] > 0, op, ": empty vocabulary");
   FDL_CHECK(index.shape[0] == x.shape[0] && index.shape[1] == 2 && prob.shape[0] == x.shape[0] && prob.shape[1] == 4,
             op, ": index must be [", x.shape[0], ", 2] and prob [", x.shape[0], ", 4], got ", index.describe(), " and ",
             prob.describe());
   same_device(x, index, op);
   same_device(x, prob, op);
+  if (is_integer_format(wv.format)) {
+    need(kernels(x.device).lm_head_top2_int, "lm_head_top2 (integer weights)", x.device)(
+        x.ptr<float>(), wv, x.shape[0], index.ptr<int32_t>(), prob.ptr<float>());
+    return;
+  }
   need(kernels(x.device).lm_head_top2, op, x.device)(x.ptr<float>(), w.data, w.dtype, w.packed, x.shape[0],
                                                       w.shape[0], x.shape[1], index.ptr<int32_t>(),
                                                       prob.ptr<float>());

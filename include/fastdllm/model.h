@@ -35,6 +35,9 @@ struct EncodeOutputs;
 struct LayerWeightFormat {
   WeightFormat format = WeightFormat::Dense;
   int64_t group_size = 0;
+  // The lm_head's own format: Dense (the model dtype) or Int8 (one scale per
+  // row): the largest single matrix of a small model, read by every forward.
+  WeightFormat lm_head = WeightFormat::Dense;
 };
 
 struct ModelConfig {

@@ -83,7 +83,8 @@ void argmax_prob(const TensorView& logits, const TensorView& index, const Tensor
 // decode rules need no softmax tensor) and prob[r, 3] the tail mass 1 - p1
 // (for float64 confidence rules). index I32 [M, 2], prob F32 [M, 4]. The
 // logits are never written out (CPU: reduced per L2-sized chunk).
-void lm_head_top2(const TensorView& x, const TensorView& w, const TensorView& index, const TensorView& prob);
+// w may be an integer-format matrix (an int8 lm_head).
+void lm_head_top2(const TensorView& x, const WeightView& w, const TensorView& index, const TensorView& prob);
 
 // What sampling needs from the vocabulary (runtime/sampling.h does the rest on
 // the host): per row of logits [M, V] fp32, stats F32 [M, 2] = (maximum, softmax

@@ -58,6 +58,7 @@ def _add_gen_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--threads", type=int, help=f"CPU threads (default: the physical cores, {physical_cores()} here)")
     e.add_argument("--max-seq-len", type=int, help="longest prompt + reply")
     e.add_argument("--max-memory", help="KV-cache budget, e.g. 2GB")
+    e.add_argument("--lm-head", choices=("int8",), help="store the output head as int8 (one scale per row)")
     e.add_argument("--quantize", choices=("int8", "int4", "fp8"),
                    help="quantize a float model's layer matrices at load (round to nearest; fp8: CUDA, W8A8)")
 
@@ -71,7 +72,7 @@ def _gen_kwargs(a: argparse.Namespace) -> dict:
 
 def _engine(path: str, a: argparse.Namespace) -> Engine:
     return Engine(path, device=a.device, dtype=a.dtype, threads=a.threads, max_seq_len=a.max_seq_len,
-                  max_memory=a.max_memory, quantize=a.quantize)
+                  max_memory=a.max_memory, quantize=a.quantize, lm_head=a.lm_head)
 
 
 def _prompt(text: str) -> str:
@@ -161,7 +162,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     api_key = a.api_key or os.environ.get("FASTDLLM_API_KEY")
     serve(a.model_dir, host=a.host, port=a.port, model_name=a.model_name, api_key=api_key, max_queue=a.max_queue,
           drain_timeout=a.drain_timeout, device=a.device, dtype=a.dtype, threads=a.threads,
-          max_seq_len=a.max_seq_len, max_memory=a.max_memory, quantize=a.quantize,
+          max_seq_len=a.max_seq_len, max_memory=a.max_memory, quantize=a.quantize, lm_head=a.lm_head,
           max_batch_size=a.max_batch_size)
     return 0
 
@@ -258,7 +259,8 @@ def main(argv=None) -> int:
     e.add_argument("--threads", type=int)
     e.add_argument("--max-seq-len", type=int)
     e.add_argument("--max-memory")
-    e.add_argument("--quantize", choices=("int8", "int4"))
+    e.add_argument("--quantize", choices=("int8", "int4", "fp8"))
+    e.add_argument("--lm-head", choices=("int8",))
     sv.set_defaults(fn=cmd_serve)
     q = sub.add_parser("quantize", help="write an int8 / int4 copy of a float model folder (GPTQ or AWQ layout)")
     q.add_argument("model_dir")

@@ -439,12 +439,18 @@ class Engine:
             dequantized on the CPU).
         group_size: inputs per scale group with ``quantize`` (default: 128 for
             int4, 0 = one group per output channel for int8).
+        lm_head: None (the model dtype) or "int8": the output head as int8
+            codes with one scale per row (rounded to nearest at load; a tied
+            embedding keeps its float copy for the lookup). Every forward
+            reads the whole head, so on a memory-bound CPU this is the next
+            lever after quantized layers; it changes the logits slightly.
     """
 
     def __init__(self, path: str, device: str = "auto", dtype: str = "auto", max_seq_len: Optional[int] = None,
                  max_memory: Union[int, str, None] = None, page_size: int = 16, threads: Optional[int] = None,
                  max_batch_size: int = 16, max_batch_tokens: Optional[int] = None, kv_dtype: str = "auto",
-                 prefix_cache: bool = True, quantize: Optional[str] = None, group_size: Optional[int] = None):
+                 prefix_cache: bool = True, quantize: Optional[str] = None, group_size: Optional[int] = None,
+                 lm_head: Optional[str] = None):
         self._loop_c = None
         self._notifier = None
         if device not in DEVICES:
@@ -475,7 +481,7 @@ class Engine:
         _positive_int(max_seq_len, "max_seq_len", 1 << 24)
         self.max_seq_len = max_seq_len
         self.model = load_model(path, dtype=dtype, config=self.config, device=self.device, quantize=quantize,
-                                group_size=group_size)
+                                group_size=group_size, lm_head=lm_head)
         self.kv_dtype = kv_dtype if kv_dtype != "auto" else ("float32" if self.model.dtype == "float32" else "bfloat16")
         self.page_size = page_size
         self.max_batch_size = max_batch_size

@@ -93,21 +93,39 @@ __global__ void top2_kernel(const float* logits, int64_t vocab, int32_t* index, 
 
 }  // namespace
 
-void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t m, int64_t n, int64_t k,
-                  int32_t* index, float* prob) {
+// The logits of rows [r0, r0 + mr) into scratch, then the reduction.
+template <class Logits>
+void reduce_rows(int64_t m, int64_t n, int32_t* index, float* prob, const Logits& logits_of) {
   if (m == 0) return;
   FDL_CHECK(n < (int64_t(1) << 31), "lm_head_top2 on CUDA: vocabulary of ", n, " entries is too large");
   // Full-attention samplers can ask for thousands of rows: at most kRows x V
   // fp32 logits (about 150 MB for a 152k vocabulary) at a time.
   constexpr int64_t kRows = 256;
-  const int64_t rows = std::min(m, kRows);
-  DeviceScratch logits(device_allocator(), size_t(rows * n) * sizeof(float));
+  DeviceScratch logits(device_allocator(), size_t(std::min(m, kRows) * n) * sizeof(float));
   for (int64_t r0 = 0; r0 < m; r0 += kRows) {
     const int64_t mr = std::min(kRows, m - r0);
-    linear(x + r0 * k, DType::F32, w, wt, packed, nullptr, DType::F32, nullptr, logits.as<float>(), mr, n, k);
+    logits_of(r0, mr, logits.as<float>());
     top2_kernel<<<unsigned(mr), 1024, 0, stream()>>>(logits.as<float>(), n, index + 2 * r0, prob + 4 * r0);
     check_launch("lm_head_top2");
   }
+}
+
+void lm_head_top2_int(const float* x, const IntGemmArgs& w, int64_t m, int32_t* index, float* prob) {
+  reduce_rows(m, w.n, index, prob, [&](int64_t r0, int64_t mr, float* out) {
+    IntGemmArgs a = w;
+    a.bias = nullptr;
+    a.residual = nullptr;
+    a.out = out;
+    a.m = mr;
+    linear_int(x + r0 * w.k, DType::F32, a);
+  });
+}
+
+void lm_head_top2(const float* x, const void* w, DType wt, bool packed, int64_t m, int64_t n, int64_t k,
+                  int32_t* index, float* prob) {
+  reduce_rows(m, n, index, prob, [&](int64_t r0, int64_t mr, float* out) {
+    linear(x + r0 * k, DType::F32, w, wt, packed, nullptr, DType::F32, nullptr, out, mr, n, k);
+  });
 }
 
 }  // namespace fastdllm::cuda
