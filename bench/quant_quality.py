@@ -91,7 +91,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--shape", choices=("tiny", "1.5b"), default="tiny")
     ap.add_argument("--layers", type=int, help="cut the model to this many layers (memory / time)")
-    ap.add_argument("--formats", default="int8,int4")
+    ap.add_argument("--formats", default="int8,int4",
+                    help="int8, int4, dense; a +head8 suffix (RTN only) also stores the lm_head as int8")
     ap.add_argument("--methods", default="rtn,gptq,awq")
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--sequences", type=int, default=8, help="held-out sequences for the logit metrics")
@@ -122,12 +123,15 @@ def main():
     with fastdllm_rt.Engine(float_dir, max_batch_size=a.sequences) as e:
         ref_logits, ref_gen, _ = measure(e)
     results = []
-    for fmt in a.formats.split(","):
-        for method in a.methods.split(","):
+    for spec in a.formats.split(","):
+        fmt, head = spec.split("+")[0], "int8" if spec.endswith("+head8") else None
+        for method in a.methods.split(",") if not head else ["rtn"]:
             t0 = time.perf_counter()
             group = 0 if fmt == "int8" else a.group_size
             if method == "rtn":
-                engine = fastdllm_rt.Engine(float_dir, quantize=fmt, group_size=group, max_batch_size=a.sequences)
+                engine = fastdllm_rt.Engine(float_dir, quantize=None if fmt == "dense" else fmt,
+                                            group_size=None if fmt == "dense" else group, lm_head=head,
+                                            max_batch_size=a.sequences)
             else:
                 qdir = os.path.join(a.dir, f"{name}_{fmt}_{method}")
                 quantize_model(float_dir, qdir, format=fmt, group_size=group, method=method,
@@ -136,7 +140,8 @@ def main():
             quant_s = time.perf_counter() - t0
             with engine:
                 logits, outs, _ = measure(engine)
-            r = dict(format=fmt, method=method, group_size=group or None, quantize_s=round(quant_s, 2),
+            r = dict(format=fmt, lm_head=head or "bf16", method=method, group_size=group or None,
+                     quantize_s=round(quant_s, 2),
                      weight_bytes=engine.model.weight_bytes, **compare(ref_logits, logits, ref_gen, outs))
             results.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
