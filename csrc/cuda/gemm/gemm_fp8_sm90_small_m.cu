@@ -88,21 +88,7 @@ int gemm_fp8_sm90_small_m(const GemmFp8Sm90Args& a) {
        {}},                                    // plus
       {},                                      // C
       {}};                                     // plus
-  args.hw_info.device_id = 0;
-  static const int sms = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
-  args.hw_info.sm_count = sms;
-  Gemm gemm;
-  if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
-    set_gemm_error(name);
-    return 2;
-  }
-  const cudaStream_t s = static_cast<cudaStream_t>(stream_handle());
-  DeviceScratch workspace(device_allocator(), Gemm::get_workspace_size(args));
-  if (gemm.initialize(args, workspace.get(), s) != cutlass::Status::kSuccess || gemm.run(s) != cutlass::Status::kSuccess) {
-    set_gemm_error(name);
-    return 3;
-  }
-  return 0;
+  return launch_gemm<Gemm>(args, name);
 }
 
 }  // namespace fastdllm::cuda

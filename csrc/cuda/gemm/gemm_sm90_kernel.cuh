@@ -27,6 +27,29 @@ namespace fastdllm::cuda {
 
 void set_gemm_error(const char* msg);
 
+// Checks, initializes and launches a CUTLASS 3.x device GEMM on the runtime's
+// stream with its workspace from the caching allocator: 0, or a code with the
+// reason (name) in gemm_last_error().
+template <class Gemm>
+int launch_gemm(typename Gemm::Arguments& args, const char* name) {
+  args.hw_info.device_id = 0;
+  static const int sms = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
+  args.hw_info.sm_count = sms;
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
+    set_gemm_error(name);
+    return 2;
+  }
+  const cudaStream_t s = static_cast<cudaStream_t>(stream_handle());
+  DeviceScratch workspace(device_allocator(), Gemm::get_workspace_size(args));
+  if (gemm.initialize(args, workspace.get(), s) != cutlass::Status::kSuccess ||
+      gemm.run(s) != cutlass::Status::kSuccess) {
+    set_gemm_error(name);
+    return 3;
+  }
+  return 0;
+}
+
 template <class ElementAB_, class TileShape, class LayoutCD, class Fusion, class TileScheduler = void>
 struct Sm90Gemm {
   using ElementAB = ElementAB_;  // cutlass::bfloat16_t or cutlass::half_t
@@ -69,22 +92,7 @@ struct Sm90Gemm {
     args.epilogue.thread.alpha = 1.0f;
     args.epilogue.thread.beta = c ? 1.0f : 0.0f;
     args.epilogue.thread.bias_ptr = bias;  // null: no bias
-    args.hw_info.device_id = 0;
-    static const int sms = cutlass::KernelHardwareInfo::query_device_multiprocessor_count(0);
-    args.hw_info.sm_count = sms;
-    Gemm gemm;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
-      set_gemm_error(name);
-      return 2;
-    }
-    const cudaStream_t s = static_cast<cudaStream_t>(stream_handle());
-    DeviceScratch workspace(device_allocator(), Gemm::get_workspace_size(args));
-    if (gemm.initialize(args, workspace.get(), s) != cutlass::Status::kSuccess ||
-        gemm.run(s) != cutlass::Status::kSuccess) {
-      set_gemm_error(name);
-      return 3;
-    }
-    return 0;
+    return launch_gemm<Gemm>(args, name);
   }
 };
 
