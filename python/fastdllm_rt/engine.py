@@ -36,8 +36,10 @@ _POLL_S = 0.2  # a blocked wait wakes this often, so Ctrl-C reaches a waiting th
 @dataclass
 class GenerationResult:
     text: Optional[str]              # None when generated from ids (generate_ids) or without a tokenizer
-    token_ids: List[int]             # generated ids (prompt excluded), truncated after the first stop token
-    finish_reason: str               # "stop" (stop token produced) or "length" (block budget used up)
+    # generated ids (prompt excluded): Fast-dLLM v2 truncates after the first stop token; LLaDA / Dream
+    # return all max_new_tokens ids as the official loop leaves them (the text ends at the first stop token)
+    token_ids: List[int]
+    finish_reason: str               # "stop" (a stop token was produced) or "length"
     num_forwards: int                # model forwards this sequence took, counted as the spec counts them
     prompt_tokens: int
     cached_prompt_tokens: int = 0    # prompt tokens whose KV came from the prefix cache
