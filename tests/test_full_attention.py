@@ -41,6 +41,8 @@ def check(setup, prompt, **kw):
     assert res.token_ids == ref["ids"], kw
     assert res.num_forwards == ref["nfe"], kw
     assert len(res.token_ids) == kw["max_new_tokens"]
+    if "block_lengths" in ref:  # AdaBlock: the same block history
+        assert res.block_lengths == ref["block_lengths"], kw
     return res, ref
 
 

@@ -86,6 +86,7 @@ py::dict state_dict(const RequestState& s) {
   d["output"] = s.output;
   d["commit_steps"] = s.commit_steps;
   d["prompt_len"] = s.prompt_len;
+  d["block_lengths"] = s.block_lengths;
   d["num_forwards"] = s.num_forwards;
   d["prefix_hit_tokens"] = s.prefix_hit_tokens;
   d["submitted_s"] = s.submitted_s;

@@ -59,6 +59,7 @@ void Request::publish(const Sequence& s, bool final) {
     state_.done = true;
     state_.finish_reason = s.finish_reason();
     state_.output = s.output();
+    state_.block_lengths = s.block_lengths();
     state_.commit_steps = s.commit_steps(int64_t(state_.output.size()));
     state_.finished_s = now_s();
   }

@@ -33,6 +33,7 @@ struct RequestState {
   int64_t prompt_len = 0;
   int64_t num_forwards = 0;        // as the spec counts them
   int64_t prefix_hit_tokens = 0;   // prompt tokens served by the prefix cache
+  std::vector<int64_t> block_lengths;  // once done: each block's length (LLaDA / Dream; AdaBlock's block history)
   double submitted_s = 0, first_forward_s = 0, finished_s = 0;  // steady clock, seconds
 };
 

@@ -49,8 +49,7 @@ class FullAttentionSequence final : public Sequence {
   std::vector<int32_t> commit_steps(int64_t n) const override;
   int64_t num_forwards() const override { return forwards_; }
   const char* finish_reason() const override;  // "stop" when a stop token is among the ids
-  // AdaBlock: the length of each block so far (block_history).
-  const std::vector<int64_t>& block_lengths() const { return block_lengths_; }
+  std::vector<int64_t> block_lengths() const override { return block_lengths_; }
 
  private:
   enum class Sampler {

@@ -133,6 +133,9 @@ class Sequence {
   virtual std::vector<int32_t> commit_steps(int64_t n) const = 0;
   virtual int64_t num_forwards() const = 0;  // counted as the spec counts them
   virtual int64_t prefix_hit_tokens() const { return 0; }
+  // The length of each block so far where the sampler has blocks of its own
+  // choosing (LLaDA / Dream; AdaBlock's block history); empty otherwise.
+  virtual std::vector<int64_t> block_lengths() const { return {}; }
   virtual const char* finish_reason() const = 0;  // "stop", "length" or "" while running
 
  protected:

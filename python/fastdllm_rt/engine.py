@@ -46,6 +46,8 @@ class GenerationResult:
     timings: Dict[str, float] = field(default_factory=dict)  # seconds: total_s, first_forward_s
     # per token id: the forward (1-based, as num_forwards counts) that committed it: the decode order
     commit_steps: List[int] = field(default_factory=list)
+    # LLaDA / Dream samplers with blocks: each block's length (AdaBlock's block history)
+    block_lengths: List[int] = field(default_factory=list)
 
     @property
     def tokens_per_forward(self) -> float:
@@ -134,7 +136,8 @@ def _result(state: dict, text: Optional[str]) -> GenerationResult:
     return GenerationResult(text=text, token_ids=ids, finish_reason=state["finish_reason"],
                             num_forwards=state["num_forwards"], prompt_tokens=state["prompt_len"],
                             cached_prompt_tokens=state["prefix_hit_tokens"], timings=timings,
-                            commit_steps=list(state["commit_steps"])[:len(ids)])
+                            commit_steps=list(state["commit_steps"])[:len(ids)],
+                            block_lengths=list(state.get("block_lengths", [])))
 
 
 class _Tracked:
