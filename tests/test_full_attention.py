@@ -245,14 +245,15 @@ def test_batched_rows_equal_single_sequences(request, family):
     ("dream", dict(sampler="adablock", cache="prefix"), "no prefix-only cache"),
     ("dream", dict(sampler="entropy_threshold", cache="dual"), "dParallel's Dream sampler has no cache"),
     ("dream", dict(sampler="low_confidence"), "is not a dream sampler"),
-    ("dream", dict(sampler="threshold", max_new_tokens=30, steps=4), "multiple of steps"),
+    ("dream", dict(sampler="threshold", max_new_tokens=30, steps=4, block_size=None), "multiple of steps"),
+    ("dream", dict(sampler="maskgit_plus", block_size=16), "block_size does not apply to Dream's sampler"),
     ("dream", dict(sampler="entropy", cache="sideways"), "cache must be one of"),
     ("dream", dict(sampler="adablock", delimiter_ids=[-1]), "delimiter_ids must be"),
     ("dream", dict(sampler="adablock", delimiter_ids=[5000]), "delimiter_ids: token 5000 is outside"),
 ])
 def test_bad_combinations_are_clear_errors(request, family, kw, match):
     engine, _ = request.getfixturevalue(family)
-    kw = dict(dict(max_new_tokens=32, block_size=8), **kw)
+    kw = {k: v for k, v in dict(dict(max_new_tokens=32, block_size=8), **kw).items() if v is not None}
     with pytest.raises(ValueError, match=match):
         engine.generate_ids(prompt_of(5), **kw)
     assert len(engine.generate_ids(prompt_of(5), sampler="threshold", threshold=0.2, max_new_tokens=8, block_size=8,
@@ -403,10 +404,22 @@ def test_peaked_rows_keep_float64_confidences(tmp_path):
     ("llada", dict(sampler="adablock", threshold=0.5))])
 def test_zero_new_tokens_runs_nothing(request, family, kw):
     engine, _ = request.getfixturevalue(family)
-    res = engine.generate_ids(prompt_of(5), max_new_tokens=0, block_size=8, **kw)
+    res = engine.generate_ids(prompt_of(5), max_new_tokens=0, **dict(dict(block_size=8) if family == "llada" else {},
+                                                                    **kw))
     assert res.token_ids == [] and res.num_forwards == 0
 
 
 def test_steps_are_bounded(dream):
     with pytest.raises(ValueError, match="steps must be at most"):
         dream[0].generate_ids(prompt_of(5), sampler="entropy", max_new_tokens=16, steps=(1 << 20) + 1)
+
+
+def test_cancel_frees_the_row_pages(llada):
+    """A LLaDA request cancelled while it runs releases its pages at once; the
+    engine goes on with the next request exactly."""
+    engine, model = llada
+    kw = dict(sampler="low_confidence", max_new_tokens=64, block_size=8, steps=64)
+    s = engine.stream_ids(prompt_of(9), **kw)
+    s.close()
+    assert engine.stats()["pages_in_use"] == 0
+    check(llada, prompt_of(9), **dict(kw, max_new_tokens=16, steps=16))

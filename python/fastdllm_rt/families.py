@@ -23,6 +23,9 @@ SAMPLERS = {
     DREAM: ("entropy", "maskgit_plus", "topk_margin", "origin", "threshold", "entropy_threshold", "adablock"),
 }
 
+# Dream's own algorithms decode the whole row at once without a cache (full_attention_dllms.md 4.1).
+DREAM_BLOCKLESS = ("entropy", "maskgit_plus", "topk_margin", "origin", "threshold")
+
 # LLaDA-8B's config keys whose other values select features this runtime does not implement.
 _LLADA_FIXED = {"activation_type": ("silu",), "block_type": ("llama",), "layer_norm_type": ("rms",),
                 "rope": (True,), "alibi": (False, None), "include_bias": (False, None),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from . import _C
-from .families import FAST_DLLM_V2, SAMPLERS
+from .families import DREAM, DREAM_BLOCKLESS, FAST_DLLM_V2, SAMPLERS
 from .json_file import read_json_object
 from .loader import INT32_MAX
 
@@ -156,6 +156,9 @@ class GenerationConfig:
         if sampler not in SAMPLERS[family]:
             raise ValueError(f"sampler={sampler!r} is not a {family} sampler; {family} models take "
                              f"{', '.join(SAMPLERS[family])}")
+        if family == DREAM and self.block_size is not None and self.cache == "none" and sampler in DREAM_BLOCKLESS:
+            raise ValueError(f"block_size does not apply to Dream's sampler={sampler!r} without a cache (it decodes "
+                             "the whole row; cache='prefix' / 'dual' gives Fast-dLLM v1's blocks)")
         p = _C.GenerationParams()
         p.family = family
         p.sampler = sampler
