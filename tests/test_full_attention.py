@@ -423,3 +423,21 @@ def test_cancel_frees_the_row_pages(llada):
     s.close()
     assert engine.stats()["pages_in_use"] == 0
     check(llada, prompt_of(9), **dict(kw, max_new_tokens=16, steps=16))
+
+
+def test_dream_generation_config_sampling_keys_are_not_taken(tmp_path):
+    """Dream folders ship a generation_config.json for Dream's own generate
+    (temperature, top_p, alg ...); the engine takes only max_new_tokens and steps
+    from it, so the greedy official samplers run by default."""
+    import json
+    import os
+    path = write_dream(str(tmp_path / "d"))
+    with open(os.path.join(path, "generation_config.json")) as f:
+        gc = json.load(f)
+    gc.update(temperature=0.2, top_p=0.95, alg="entropy", max_new_tokens=24, steps=12)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump(gc, f)
+    with fastdllm_rt.Engine(path, threads=1) as engine:
+        assert engine.generation_config.temperature == 0 and engine.generation_config.steps == 12
+        res = engine.generate_ids(prompt_of(5))
+        assert len(res.token_ids) == 24 and res.num_forwards == 12

@@ -112,7 +112,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_info(a: argparse.Namespace) -> int:
     c = read_config(a.model_dir)
     files = check_checkpoint(a.model_dir, c)  # every tensor header against the config: a bad file exits 2 here
-    gen = GenerationConfig.from_model_dir(a.model_dir)
+    gen = GenerationConfig.from_model_dir(a.model_dir, c.family)
     n_params = (c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
                 + c.num_hidden_layers * (c.hidden_size * (c.num_attention_heads + 2 * c.num_key_value_heads)
                                          * c.head_dim * 2 + 3 * c.hidden_size * c.intermediate_size))

@@ -507,7 +507,7 @@ class Engine:
                 raise ValueError(f"max_memory={max_memory!r} is smaller than one KV page ({page_bytes} bytes)")
             if max_pages >= 1 << 31:
                 raise ValueError(f"max_memory={max_memory!r} asks for {max_pages} KV pages; at most 2**31 - 1")
-        self.generation_config = GenerationConfig.from_model_dir(path)
+        self.generation_config = GenerationConfig.from_model_dir(path, self.config.family)
         self.tokenizer = TextTokenizer(path) if os.path.exists(os.path.join(path, "tokenizer.json")) else None
         self._loop_c = _C.EngineLoop(self.model, page_size, int(max_pages), self.kv_dtype, prefix_cache,
                                      max_batch_size, max_batch_tokens, threads)

@@ -62,13 +62,16 @@ class GenerationConfig:
     LENGTH_RULES = ("tokens", "upstream")
 
     @classmethod
-    def from_model_dir(cls, model_dir: str) -> "GenerationConfig":
+    def from_model_dir(cls, model_dir: str, family: str = FAST_DLLM_V2) -> "GenerationConfig":
         """Defaults, overridden by the model folder's generation_config.json where present.
 
         Only keys this runtime understands are taken (HF names included:
         small_block_size -> sub_block_size, stop_strings -> stop); the file's
         eos token is not the stop token (config.json decides that, as upstream
-        does). A value of the wrong type is an error naming the file and key."""
+        does). For LLaDA / Dream only max_new_tokens and steps are taken: their
+        samplers here are the official greedy loops, whatever sampling settings
+        (temperature, top_p) the file carries for Dream's own generate. A value
+        of the wrong type is an error naming the file and key."""
         cfg = cls()
         path = os.path.join(model_dir, "generation_config.json")
         if not os.path.exists(path):
@@ -77,6 +80,8 @@ class GenerationConfig:
         aliases = {"small_block_size": "sub_block_size", "bd_size": "block_size", "stop_strings": "stop"}
         for key, value in data.items():
             name = aliases.get(key, key)
+            if family != FAST_DLLM_V2 and name not in ("max_new_tokens", "steps"):
+                continue
             if name in cls.FIELDS and name not in ("stop_token_id", "mask_token_id") and value is not None:
                 setattr(cfg, name, value)
         try:
