@@ -429,6 +429,8 @@ class Engine:
         max_batch_size: requests decoded together; more wait in a queue.
         max_batch_tokens: tokens per forward (default 1024 on the CPU, 8192 on
             a GPU); longer prompts are prefilled in chunks of whole blocks.
+            LLaDA / Dream run the whole row (prompt + max_new_tokens) in one
+            forward: their CPU default is 4096.
         kv_dtype: "auto" (bfloat16 for bf16 / fp16 models, float32 for fp32
             ones, which stay token-exact), "bfloat16" or "float32".
         prefix_cache: share the KV pages of identical prompt prefixes between
@@ -477,10 +479,12 @@ class Engine:
         _positive_int(max_batch_size, "max_batch_size", 4096)
         self.path = path
         self.device = "cuda" if device == "cuda" else "cpu"
-        if max_batch_tokens is None:
-            max_batch_tokens = 8192 if self.device == "cuda" else 1024
-        _positive_int(max_batch_tokens, "max_batch_tokens", 1 << 20)
         self.config = read_config(path)
+        if max_batch_tokens is None:
+            # LLaDA / Dream forwards run over the whole row (prompt + max_new_tokens) at once.
+            full_row = self.config.family != FAST_DLLM_V2
+            max_batch_tokens = 8192 if self.device == "cuda" else (4096 if full_row else 1024)
+        _positive_int(max_batch_tokens, "max_batch_tokens", 1 << 20)
         if max_seq_len is None:
             max_seq_len = min(self.config.max_position_embeddings, 32768)
         _positive_int(max_seq_len, "max_seq_len", 1 << 24)
