@@ -112,16 +112,23 @@ def test_eight_concurrent_streams_equal_their_single_outputs(client, engine):
 
 def test_disconnect_frees_pages(server, engine):
     body = {"model": MODEL, "messages": MSGS, "max_tokens": 2000, "stream": True, "threshold": 1.0}
+    cancelled = engine.stats()["requests_cancelled"]
     with httpx.Client(timeout=30) as h:
         with h.stream("POST", server.url + "/v1/chat/completions", json=body) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():  # up to the first text: the request is running then
+            for line in r.iter_lines():  # up to the first text: the request is usually running then
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break
-            assert engine.stats()["pages_in_use"] > 0
+            # On a loaded machine the server may finish the request before this
+            # client reads its first delta: only a running request can be cut off.
+            running = engine.stats()["requests_running"] > 0
+            if running:
+                assert engine.stats()["pages_in_use"] > 0
         # leaving the block closes the connection mid-stream
     assert pages_free(engine)
     assert engine.stats()["requests_running"] == 0
+    if running:
+        assert engine.stats()["requests_cancelled"] == cancelled + 1
 
 
 def test_models_health_metrics(client, server):

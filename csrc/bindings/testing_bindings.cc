@@ -361,10 +361,12 @@ void bind_testing(py::module_& t) {
     const ops::IntWeightLayout lay = ops::int_weight_layout(d.dev, w.format, n, k, group);
     std::vector<uint8_t> codes(size_t(lay.code_bytes), 0);
     std::vector<float> sc(size_t(lay.param_floats), 0.f), zs(size_t(lay.param_floats), 0.f);
+    std::vector<uint8_t> aux(size_t(lay.aux_bytes), 0);
     std::vector<int32_t> pv;
     w.values = TensorView(codes.data(), DType::U8, {n, k});
     w.scales = TensorView(sc.data(), DType::F32, {lay.param_floats});
     w.zero_scales = TensorView(zs.data(), DType::F32, {lay.param_floats});
+    if (lay.aux_bytes) w.aux = TensorView(aux.data(), DType::U8, {lay.aux_bytes});
     if (!perm.is_none()) {
       pv = to_ints(perm);
       w.perm = TensorView(pv.data(), DType::I32, {int64_t(pv.size())});
@@ -377,6 +379,7 @@ void bind_testing(py::module_& t) {
     w.values = TensorView(d.in(TensorView(codes.data(), DType::U8, {lay.code_bytes})).data, DType::U8, {n, k}, d.dev);
     w.scales = d.in(w.scales);
     w.zero_scales = d.in(w.zero_scales);
+    if (w.aux.defined()) w.aux = d.in(w.aux);
     if (w.perm.defined()) w.perm = d.in(w.perm);
     auto out = empty_f32({x.shape(0), py::ssize_t(silu ? n / 2 : n)});
     const TensorView xv = d.in(as_view(x, x_dt)), bv = d.in(opt_view(bias)), rv = d.in(opt_view(residual)),

@@ -278,9 +278,11 @@ void Qwen2Weights::finalize() {
     copy_bytes(m->scales.data(), m->host_scales.data(), m->host_scales.size() * 4, device_);
     if (!m->host_zero_scales.empty())
       copy_bytes(m->zero_scales.data(), m->host_zero_scales.data(), m->host_zero_scales.size() * 4, device_);
+    if (!m->host_aux.empty()) copy_bytes(m->aux.data(), m->host_aux.data(), m->host_aux.size(), device_);
     std::vector<uint8_t>().swap(m->host_codes);
     std::vector<float>().swap(m->host_scales);
     std::vector<float>().swap(m->host_zero_scales);
+    std::vector<uint8_t>().swap(m->host_aux);
   }
   ready_ = true;
 }
@@ -318,12 +320,14 @@ Qwen2Weights::Matrix Qwen2Weights::quantized_matrix(int64_t rows, int64_t cols, 
   m.values = Buffer(size_t(lay.code_bytes), device_);
   m.scales = Buffer(size_t(lay.param_floats) * 4, device_);
   m.zero_scales = Buffer(size_t(lay.param_floats) * 4, device_);
+  if (lay.aux_bytes) m.aux = Buffer(size_t(lay.aux_bytes), device_);
   if (device_ == Device::CPU) {
     for (Buffer* b : {&m.values, &m.scales, &m.zero_scales}) std::memset(b->data(), 0, b->size());
   } else {
     m.host_codes.assign(size_t(lay.code_bytes), 0);
     m.host_scales.assign(size_t(lay.param_floats), 0.f);
     m.host_zero_scales.assign(size_t(lay.param_floats), 0.f);
+    m.host_aux.assign(size_t(lay.aux_bytes), 0);
   }
   return m;
 }
@@ -335,6 +339,7 @@ WeightView Qwen2Weights::packing_view(Matrix& m) const {
     const int64_t nf = int64_t(m.host_scales.size());
     w.scales = TensorView(m.host_scales.data(), DType::F32, {nf});
     w.zero_scales = TensorView(m.host_zero_scales.data(), DType::F32, {nf});
+    if (!m.host_aux.empty()) w.aux = TensorView(m.host_aux.data(), DType::U8, {int64_t(m.host_aux.size())});
   }
   return w;
 }
@@ -356,6 +361,7 @@ WeightView Qwen2Weights::weight_view(const Matrix& m) const {
   w.scales = TensorView(m.scales.data(), DType::F32, {nf}, device_);
   w.zero_scales = TensorView(m.zero_scales.data(), DType::F32, {nf}, device_);
   if (m.perm.size()) w.perm = TensorView(m.perm.data(), DType::I32, {m.cols}, device_);
+  if (m.aux.size()) w.aux = TensorView(m.aux.data(), DType::U8, {int64_t(m.aux.size())}, device_);
   return w;
 }
 
@@ -364,7 +370,7 @@ int64_t Qwen2Weights::storage_bytes() const {
                       lm_head_q_.scales.size() + lm_head_q_.zero_scales.size());
   for (const LayerBuffers& L : layers_) {
     for (const Matrix* m : {&L.qkv_w, &L.o_w, &L.gate_up_w, &L.down_w})
-      b += int64_t(m->values.size() + m->scales.size() + m->zero_scales.size() + m->perm.size());
+      b += int64_t(m->values.size() + m->scales.size() + m->zero_scales.size() + m->perm.size() + m->aux.size());
     b += int64_t(L.qkv_b.size() + L.in_norm.size() + L.post_norm.size());
   }
   return b;

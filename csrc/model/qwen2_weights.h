@@ -54,13 +54,13 @@ class Qwen2Weights {
   // A layer matrix: dense values, or integer codes with their scales, s * z and
   // input order (perm_from: the part that set it; fused parts must agree).
   struct Matrix {
-    Buffer values, scales, zero_scales, perm;
+    Buffer values, scales, zero_scales, perm, aux;  // aux: the backend's extra parameters
     WeightFormat format = WeightFormat::Dense;
     int64_t rows = 0, cols = 0, group = 0;
     std::string perm_from;
     bool perm_set = false;
     // Off the CPU: the packed codes are built here, uploaded at finalize().
-    std::vector<uint8_t> host_codes;
+    std::vector<uint8_t> host_codes, host_aux;
     std::vector<float> host_scales, host_zero_scales;
   };
   struct LayerBuffers {

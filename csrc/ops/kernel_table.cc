@@ -42,6 +42,7 @@ static cuda::IntGemmArgs int_gemm_args(const WeightView& w, int64_t m) {
   a.scales = w.scales.ptr<float>();
   a.zero_scales = w.zero_scales.ptr<float>();
   a.perm = w.perm.defined() ? w.perm.ptr<int32_t>() : nullptr;
+  a.aux = w.aux.defined() ? w.aux.ptr<uint16_t>() : nullptr;
   a.bits = format_traits(w.format).bits;
   a.group = w.group_size;
   a.bias = nullptr;

@@ -468,6 +468,7 @@ IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t ro
             ") and the group size (", group_size, ") to be multiples of 8");
   l.code_bytes = cuda::int_code_bytes(bits, rows, cols);
   l.param_floats = cuda::int_param_floats(rows, cols / group_size);
+  l.aux_bytes = cuda::int_aux_bytes(bits, rows, cols / group_size);
   return l;
 #else
   throw InvalidArgument(detail::concat("integer weight formats (", format_traits(format).name,
@@ -495,7 +496,8 @@ void pack_int_weight_rows(Device device, const uint8_t* q, const float* scales, 
 #ifdef FASTDLLM_WITH_CUDA
   FDL_CHECK(gate_up_inter == 0, "pack_int_weight_rows: the gate/up interleave is CPU-only");
   cuda::pack_int_rows_host(q, scales, zeros, rows, row0, bits, w.cols(), w.groups(), w.values.ptr<uint8_t>(),
-                           w.scales.ptr<float>(), w.zero_scales.ptr<float>());
+                           w.scales.ptr<float>(), w.zero_scales.ptr<float>(),
+                           w.aux.defined() ? w.aux.ptr<uint16_t>() : nullptr, w.rows());
 #else
   throw InvalidArgument(detail::concat("pack_int_weight_rows: no layout for device ", device_name(device),
                                        " in this build"));

@@ -119,9 +119,10 @@ void pack_weight_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t c
 void pack_gate_up_rows(const uint16_t* src, int64_t rows, int64_t row0, int64_t inter, int64_t cols, uint16_t* dst);
 
 // Integer-format matrices (fastdllm/weight_format.h) in a backend's layout: the
-// storage one takes (code bytes; floats of scales, the same of zero_scales) ...
+// storage one takes (code bytes; floats of scales, the same of zero_scales;
+// bytes of the backend's extra parameters, WeightView::aux) ...
 struct IntWeightLayout {
-  int64_t code_bytes = 0, param_floats = 0;
+  int64_t code_bytes = 0, param_floats = 0, aux_bytes = 0;
 };
 IntWeightLayout int_weight_layout(Device device, WeightFormat format, int64_t rows, int64_t cols, int64_t group_size);
 // ... and packing canonical codes into it: q [rows, cols] (one code per byte, in

@@ -63,6 +63,9 @@ struct WeightView {
   WeightFormat format = WeightFormat::Dense;
   int64_t group_size = 0;
   TensorView scales, zero_scales, perm;
+  // Backend-specific parameters besides (ops::IntWeightLayout::aux_bytes): on
+  // CUDA, int4's bf16 scales then bf16 zero terms (-s*z) for the tensor-core GEMM.
+  TensorView aux;
 
   WeightView() = default;
   WeightView(const TensorView& dense) : values(dense) {}  // NOLINT: a dense matrix is a weight

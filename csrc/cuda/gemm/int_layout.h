@@ -1,19 +1,26 @@
 // The CUDA layout of integer weight codes (fastdllm/weight_format.h), packed
 // on the host at load and uploaded: row-major per output row, int4 two codes
 // per byte (even input in the low nibble), int8 one per byte; scales and
-// zero_scales (s * z) fp32 [N][groups]. Plain C++ (no CUDA): the op layer
-// packs with it. Limits (the kernel's): K and group_size multiples of 8.
+// zero_scales (s * z) fp32 [N][groups]. int4 also keeps, for the tensor-core
+// GEMM (gemm_w4a16_sm90.cu), bf16 scales [N][groups] followed by bf16 zero terms
+// -s*z [N][groups] (the aux bytes). Plain C++ (no CUDA): the op layer packs
+// with it. Limits (the SIMT kernel's): K and group_size multiples of 8.
 #pragma once
 #include <cstdint>
+
+#include "fastdllm/dtype.h"
 
 namespace fastdllm::cuda {
 
 inline int64_t int_code_bytes(int bits, int64_t n, int64_t k) { return n * k * bits / 8; }
 inline int64_t int_param_floats(int64_t n, int64_t groups) { return n * groups; }
+inline int64_t int_aux_bytes(int bits, int64_t n, int64_t groups) { return bits == 4 ? 2 * n * groups * 2 : 0; }
 
+// aux: null, or the matrix's int_aux_bytes (n_total rows).
 inline void pack_int_rows_host(const uint8_t* q, const float* scales, const float* zeros, int64_t rows,
                                int64_t row0, int bits, int64_t k, int64_t groups, uint8_t* codes,
-                               float* dst_scales, float* dst_zero_scales) {
+                               float* dst_scales, float* dst_zero_scales, uint16_t* aux = nullptr,
+                               int64_t n_total = 0) {
   const int64_t row_bytes = k * bits / 8;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* s = q + r * k;
@@ -26,6 +33,10 @@ inline void pack_int_rows_host(const uint8_t* q, const float* scales, const floa
       const float sc = scales[r * groups + g];
       dst_scales[(row0 + r) * groups + g] = sc;
       dst_zero_scales[(row0 + r) * groups + g] = sc * zeros[r * groups + g];
+      if (aux) {
+        aux[(row0 + r) * groups + g] = f32_to_bf16(sc);
+        aux[n_total * groups + (row0 + r) * groups + g] = f32_to_bf16(-sc * zeros[r * groups + g]);
+      }
     }
   }
 }

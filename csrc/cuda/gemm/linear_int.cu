@@ -10,9 +10,14 @@
 // step (one 32-bit load of int4 codes, 64-bit of int8), dequantizes them in
 // registers (q * s - s z, fp32) and accumulates every row; the lanes' partial
 // sums are reduced with shuffles at the end. Exact fp32 products of the
-// dequantized weights. A tensor-core path (CUTLASS mixed-input / Marlin-style)
-// is the next step once this one has run.
+// dequantized weights. int4 weights without act-order whose K and group are
+// multiples of 64 take the tensor-core path instead (gemm_w4a16_sm90.cu: CUTLASS
+// mixed-input, bf16 dequantization).
 #include <algorithm>
+#include <stdexcept>
+
+#include "core/caching_allocator.h"
+#include "cuda/gemm/gemm_sm90.h"
 
 #include "cuda/cuda_common.cuh"
 #include "cuda/cuda_kernels.h"
@@ -127,10 +132,54 @@ void by_rows(const TX* x, const IntGemmArgs& a) {
 
 }  // namespace
 
+namespace {
+
+template <class TX>
+__global__ void to_bf16_kernel(const TX* __restrict__ x, __nv_bfloat16* __restrict__ out, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(to_f32(x[i]));
+}
+
+// The tensor-core path (gemm_w4a16_sm90.cu) where it applies: int4 codes with
+// the bf16 scale / zero terms, no act-order, K and the group multiples of 64.
+bool tensor_core_w4a16(const void* x, DType x_dtype, const IntGemmArgs& a) {
+  if (a.bits != 4 || !a.aux || a.perm || a.k % 64 || a.group % 64 || a.n % 4) return false;
+  const int64_t groups = a.k / a.group;
+  DeviceScratch xb(device_allocator(), x_dtype == DType::BF16 ? 0 : size_t(a.m * a.k) * 2);
+  const void* xa = x;
+  if (x_dtype != DType::BF16) {  // the mainloop multiplies bf16: round the activations once
+    by_act_dtype(x_dtype, [&](auto zx) {
+      using TX = decltype(zx);
+      to_bf16_kernel<TX><<<grid_for(a.m * a.k), 256, 0, stream()>>>(static_cast<const TX*>(x),
+                                                                     xb.as<__nv_bfloat16>(), a.m * a.k);
+    });
+    check_launch("linear/int4_to_bf16");
+    xa = xb.get();
+  }
+  GemmW4A16Sm90Args g;
+  g.x = xa;
+  g.w = a.codes;
+  g.scale = a.aux;
+  g.zero = a.aux + a.n * groups;
+  g.group = a.group;
+  g.bias = a.bias;
+  g.residual = a.residual;
+  g.out = a.out;
+  g.m = a.m;
+  g.n = a.n;
+  g.k = a.k;
+  if (gemm_w4a16_sm90(g) != 0) throw std::runtime_error(gemm_last_error());
+  check_launch("linear/w4a16_gemm");
+  return true;
+}
+
+}  // namespace
+
 void linear_int(const void* x, DType x_dtype, const IntGemmArgs& args) {
   FDL_CHECK(args.k % 8 == 0 && args.group % 8 == 0, "linear (integer weights) on cuda: in_features ", args.k,
             " and group size ", args.group, " must be multiples of 8");
   if (args.m == 0 || args.n == 0) return;
+  if (tensor_core_w4a16(x, x_dtype, args)) return;
   // Up to 64 rows per launch (the kernel's register tile); a prefill's rows run
   // in chunks that each stream the weights again (correct, not fast).
   for (int64_t r0 = 0; r0 < args.m; r0 += 64) {
