@@ -53,6 +53,7 @@ if(FASTDLLM_HAVE_CUDA)
     csrc/cuda/gemm/linear_fp8.cu
     csrc/cuda/gemm/gemm_fp8_sm90_small_m.cu
     csrc/cuda/gemm/gemm_w4a16_sm90.cu
+    csrc/cuda/gemm/gemm_w8a16_sm90.cu
     csrc/cuda/elementwise/elementwise.cu
     csrc/cuda/attention/kv_append.cu
     csrc/cuda/attention/block_diffusion_attention.cu

@@ -29,7 +29,7 @@ struct IntGemmArgs {
   const uint8_t* codes;
   const float *scales, *zero_scales;
   const int32_t* perm;  // input order of the codes, or null
-  const uint16_t* aux = nullptr;  // int4: bf16 scales [n*groups] then bf16 -s*z (the tensor-core GEMM), or null
+  const uint16_t* aux = nullptr;  // bf16 scales [n*groups] then bf16 -s*z (the tensor-core GEMMs), or null
   int bits;
   int64_t group;
   const float* bias;  // fp32 or null

@@ -64,7 +64,7 @@ struct WeightView {
   int64_t group_size = 0;
   TensorView scales, zero_scales, perm;
   // Backend-specific parameters besides (ops::IntWeightLayout::aux_bytes): on
-  // CUDA, int4's bf16 scales then bf16 zero terms (-s*z) for the tensor-core GEMM.
+  // CUDA, bf16 scales then bf16 zero terms (-s*z) for the tensor-core GEMMs.
   TensorView aux;
 
   WeightView() = default;

@@ -54,11 +54,12 @@ struct GemmFp8Sm90Args {
 };
 int gemm_fp8_sm90_small_m(const GemmFp8Sm90Args& a);
 
-// W4A16 (gemm_w4a16_sm90.cu): out = x @ (s * q - s * z)^T (+ bias) (+ residual),
-// uint4 codes [n, k] two per byte, bf16 scale and zero term (-s*z) [n, k / group].
-struct GemmW4A16Sm90Args {
+// W4A16 / W8A16 (gemm_mixed_sm90.cuh): out = x @ (s * q - s * z)^T (+ bias)
+// (+ residual), uint4 codes [n, k] two per byte or uint8 codes, bf16 scale and
+// zero term (-s*z) [n, k / group].
+struct GemmMixedSm90Args {
   const void* x;          // bf16 [m, k]
-  const void* w;          // int4 codes [n, k]
+  const void* w;          // codes [n, k]
   const void* scale;      // bf16 [n, k / group]
   const void* zero;       // bf16 [n, k / group]: -s * z
   int64_t group;
@@ -67,7 +68,8 @@ struct GemmW4A16Sm90Args {
   float* out;             // [m, n]
   int64_t m, n, k;
 };
-int gemm_w4a16_sm90(const GemmW4A16Sm90Args& a);
+int gemm_w4a16_sm90(const GemmMixedSm90Args& a);
+int gemm_w8a16_sm90(const GemmMixedSm90Args& a);
 const char* gemm_last_error();
 
 }  // namespace fastdllm::cuda

@@ -1,8 +1,8 @@
 // The CUDA layout of integer weight codes (fastdllm/weight_format.h), packed
 // on the host at load and uploaded: row-major per output row, int4 two codes
 // per byte (even input in the low nibble), int8 one per byte; scales and
-// zero_scales (s * z) fp32 [N][groups]. int4 also keeps, for the tensor-core
-// GEMM (gemm_w4a16_sm90.cu), bf16 scales [N][groups] followed by bf16 zero terms
+// zero_scales (s * z) fp32 [N][groups]; for the tensor-core GEMMs
+// (gemm_mixed_sm90.cuh) also bf16 scales [N][groups] followed by bf16 zero terms
 // -s*z [N][groups] (the aux bytes). Plain C++ (no CUDA): the op layer packs
 // with it. Limits (the SIMT kernel's): K and group_size multiples of 8.
 #pragma once
@@ -14,7 +14,7 @@ namespace fastdllm::cuda {
 
 inline int64_t int_code_bytes(int bits, int64_t n, int64_t k) { return n * k * bits / 8; }
 inline int64_t int_param_floats(int64_t n, int64_t groups) { return n * groups; }
-inline int64_t int_aux_bytes(int bits, int64_t n, int64_t groups) { return bits == 4 ? 2 * n * groups * 2 : 0; }
+inline int64_t int_aux_bytes(int, int64_t n, int64_t groups) { return 2 * n * groups * 2; }
 
 // aux: null, or the matrix's int_aux_bytes (n_total rows).
 inline void pack_int_rows_host(const uint8_t* q, const float* scales, const float* zeros, int64_t rows,

@@ -10,9 +10,9 @@
 // step (one 32-bit load of int4 codes, 64-bit of int8), dequantizes them in
 // registers (q * s - s z, fp32) and accumulates every row; the lanes' partial
 // sums are reduced with shuffles at the end. Exact fp32 products of the
-// dequantized weights. int4 weights without act-order whose K and group are
-// multiples of 64 take the tensor-core path instead (gemm_w4a16_sm90.cu: CUTLASS
-// mixed-input, bf16 dequantization).
+// dequantized weights. Weights without act-order whose K and group are
+// multiples of 64 take the tensor-core path instead (gemm_mixed_sm90.cuh:
+// CUTLASS mixed-input, bf16 dequantization).
 #include <algorithm>
 #include <stdexcept>
 
@@ -140,10 +140,10 @@ __global__ void to_bf16_kernel(const TX* __restrict__ x, __nv_bfloat16* __restri
   if (i < n) out[i] = __float2bfloat16_rn(to_f32(x[i]));
 }
 
-// The tensor-core path (gemm_w4a16_sm90.cu) where it applies: int4 codes with
-// the bf16 scale / zero terms, no act-order, K and the group multiples of 64.
-bool tensor_core_w4a16(const void* x, DType x_dtype, const IntGemmArgs& a) {
-  if (a.bits != 4 || !a.aux || a.perm || a.k % 64 || a.group % 64 || a.n % 4) return false;
+// The tensor-core path (gemm_mixed_sm90.cuh) where it applies: codes with the
+// bf16 scale / zero terms, no act-order, K and the group multiples of 64.
+bool tensor_core_mixed(const void* x, DType x_dtype, const IntGemmArgs& a) {
+  if (!a.aux || a.perm || a.k % 64 || a.group % 64 || a.n % 4) return false;
   const int64_t groups = a.k / a.group;
   DeviceScratch xb(device_allocator(), x_dtype == DType::BF16 ? 0 : size_t(a.m * a.k) * 2);
   const void* xa = x;
@@ -156,7 +156,7 @@ bool tensor_core_w4a16(const void* x, DType x_dtype, const IntGemmArgs& a) {
     check_launch("linear/int4_to_bf16");
     xa = xb.get();
   }
-  GemmW4A16Sm90Args g;
+  GemmMixedSm90Args g;
   g.x = xa;
   g.w = a.codes;
   g.scale = a.aux;
@@ -168,8 +168,8 @@ bool tensor_core_w4a16(const void* x, DType x_dtype, const IntGemmArgs& a) {
   g.m = a.m;
   g.n = a.n;
   g.k = a.k;
-  if (gemm_w4a16_sm90(g) != 0) throw std::runtime_error(gemm_last_error());
-  check_launch("linear/w4a16_gemm");
+  if ((a.bits == 4 ? gemm_w4a16_sm90(g) : gemm_w8a16_sm90(g)) != 0) throw std::runtime_error(gemm_last_error());
+  check_launch("linear/mixed_input_gemm");
   return true;
 }
 
@@ -179,7 +179,7 @@ void linear_int(const void* x, DType x_dtype, const IntGemmArgs& args) {
   FDL_CHECK(args.k % 8 == 0 && args.group % 8 == 0, "linear (integer weights) on cuda: in_features ", args.k,
             " and group size ", args.group, " must be multiples of 8");
   if (args.m == 0 || args.n == 0) return;
-  if (tensor_core_w4a16(x, x_dtype, args)) return;
+  if (tensor_core_mixed(x, x_dtype, args)) return;
   // Up to 64 rows per launch (the kernel's register tile); a prefill's rows run
   // in chunks that each stream the weights again (correct, not fast).
   for (int64_t r0 = 0; r0 < args.m; r0 += 64) {
