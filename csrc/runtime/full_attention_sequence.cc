@@ -137,7 +137,6 @@ void FullAttentionSequence::validate_combination() {
 void FullAttentionSequence::attach(KVCache* kv, const PrefixCache::Match&, int64_t, PageReservation reservation) {
   // Bidirectional attention: a prompt's K/V depend on what follows it, so no
   // page is shared with another sequence.
-  kv_ = kv;
   reservation_ = std::move(reservation);
   pages_ = std::make_unique<PageTable>(&kv->pool());
   while (pages_->capacity_tokens() < int64_t(x_.size())) pages_->push(reservation_.take());
@@ -286,11 +285,10 @@ int64_t FullAttentionSequence::adablock_length(const std::vector<Stat>& window) 
   return fallback;
 }
 
-void FullAttentionSequence::rule_step(const std::vector<Stat>& all, int64_t step) {
+void FullAttentionSequence::rule_step(std::vector<Stat> cand, int64_t step) {
   // Dream's threshold and entropy rules rank at most as many candidates as the
   // block has masks (4.3, 4.4: current_transfer_tokens), even when prompt masks
   // are candidates too.
-  std::vector<Stat> cand = all;
   if (dream_ && (sampler_ == Sampler::Threshold || sampler_ == Sampler::AdaBlock ||
                  sampler_ == Sampler::EntropyThreshold)) {
     const int64_t k = block_masks();

@@ -79,7 +79,7 @@ class FullAttentionSequence final : public Sequence {
   int64_t adablock_length(const std::vector<Stat>& window) const;
   void transfer(const std::vector<Stat>& cand, const std::vector<uint8_t>& unmask);
   void commit(int32_t pos, int32_t token);
-  void rule_step(const std::vector<Stat>& cand, int64_t step);  // the block rule at block step `step`
+  void rule_step(std::vector<Stat> cand, int64_t step);  // the block rule at block step `step`
   void whole_step(const std::vector<Stat>& cand);                // Dream's blockless algorithms (4.1)
   void check_progress();
 
@@ -111,7 +111,6 @@ class FullAttentionSequence final : public Sequence {
   std::vector<Stat> stats_;
   std::mt19937_64 rng_;               // Dream `origin` draws
 
-  KVCache* kv_ = nullptr;
   PageReservation reservation_;
   std::unique_ptr<PageTable> pages_;
 };

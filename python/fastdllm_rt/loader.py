@@ -224,12 +224,6 @@ def checkpoint_dtype(config: ModelConfig) -> str:
     return "bfloat16"
 
 
-def tensor_names(config: ModelConfig) -> Dict[str, Optional[str]]:
-    """canonical (Qwen2) tensor name -> its name in the checkpoint (None: not
-    stored by this family, loaded as zeros)."""
-    return families.checkpoint_names(config.family, _C.checkpoint_tensors(config.native_dict()))
-
-
 def _is_layer_matrix(name: str) -> bool:
     return name.startswith("model.layers.") and name.endswith(".weight") and \
         any(name.endswith(m + ".weight") for m in LAYER_MATRICES)
@@ -379,7 +373,7 @@ def load_model(model_dir: str, dtype: str = "auto", config: Optional[ModelConfig
         except ValueError as e:
             raise LoadError(f"{cfg_path}: {e}") from None
         shapes = _C.checkpoint_tensors(config.native_dict())
-        names_of = tensor_names(config)
+        names_of = families.checkpoint_names(config.family, shapes)  # canonical -> stored (None: zeros)
         canonical = {stored: name for name, stored in names_of.items() if stored is not None}
         parts: Dict[str, dict] = {}  # layer matrix -> its quantized tensors, until complete
         for path, (f, names) in files.items():
